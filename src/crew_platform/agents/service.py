@@ -1,0 +1,131 @@
+"""Agent rules: unique names, defaults from settings, no deletion while tasks use one."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crew_platform.agents.schemas import AgentCreate, AgentTestRequest, AgentTestResult, AgentUpdate
+from crew_platform.common.persistence import commit_unique, name_taken, paginate
+from crew_platform.engine.runner import profile_of
+from crew_platform.errors import Conflict, NotFound, PlatformError
+from crew_platform.events.bus import EventBus
+from crew_platform.events.types import Event, EventType
+from crew_platform.llm.gateway import LLMGateway
+from crew_platform.llm.prompts import messages
+from crew_platform.models import Agent, Task
+
+
+async def list_agents(
+    session: AsyncSession, *, skip: int, limit: int, active_only: bool
+) -> tuple[Sequence[Agent], int]:
+    query = select(Agent).order_by(Agent.id)
+    if active_only:
+        query = query.where(Agent.is_active.is_(True))
+    return await paginate(session, query, skip=skip, limit=limit)
+
+
+async def get_agent(session: AsyncSession, agent_id: int) -> Agent:
+    agent = await session.get(Agent, agent_id)
+    if agent is None:
+        raise NotFound.resource("Agent", agent_id)
+    return agent
+
+
+async def _ensure_name_free(session: AsyncSession, name: str, exclude_id: int | None) -> None:
+    if await name_taken(session, Agent, name, exclude_id=exclude_id):
+        raise _duplicate(name)
+
+
+def _duplicate(name: str) -> Conflict:
+    return Conflict(f"An agent named {name!r} already exists", {"field": "name", "value": name})
+
+
+async def create_agent(session: AsyncSession, *, data: AgentCreate, default_model: str) -> Agent:
+    await _ensure_name_free(session, data.name, None)
+    values = data.model_dump()
+    values["model"] = values["model"] or default_model
+    agent = Agent(**values)
+    session.add(agent)
+    dup = _duplicate(data.name)
+    await commit_unique(session, message=dup.message, details=dup.details)
+    return agent
+
+
+async def update_agent(session: AsyncSession, *, agent_id: int, data: AgentUpdate) -> Agent:
+    agent = await get_agent(session, agent_id)
+    changes = data.model_dump(exclude_unset=True)
+    if "name" in changes and changes["name"] != agent.name:
+        await _ensure_name_free(session, changes["name"], agent_id)
+    for field, value in changes.items():
+        setattr(agent, field, value)
+    dup = _duplicate(agent.name)
+    await commit_unique(session, message=dup.message, details=dup.details)
+    await session.refresh(agent)
+    return agent
+
+
+async def delete_agent(session: AsyncSession, *, agent_id: int) -> None:
+    agent = await get_agent(session, agent_id)
+    task_ids = list(
+        (await session.scalars(select(Task.id).where(Task.agent_id == agent_id).order_by(Task.id)))
+    )
+    if task_ids:
+        raise Conflict(
+            f"Agent {agent_id} is still assigned to {len(task_ids)} task(s); "
+            "reassign or delete them first",
+            {"task_ids": task_ids},
+        )
+    await session.delete(agent)
+    await session.commit()
+
+
+async def test_agent(
+    session: AsyncSession,
+    *,
+    agent_id: int,
+    data: AgentTestRequest,
+    gateway: LLMGateway,
+    bus: EventBus,
+) -> AgentTestResult:
+    """Run the agent once, inline (the one deliberate exception to background execution).
+
+    The session is released before the model call so no connection waits on the model.
+    """
+    agent = await get_agent(session, agent_id)
+    profile = profile_of(agent)
+    await session.rollback()
+    prompt = data.input
+    if data.context:
+        prompt += "\n\nContext:\n" + json.dumps(data.context, ensure_ascii=False, indent=2)
+    began = time.perf_counter()
+    try:
+        completion = await gateway.complete(
+            model=profile.model,
+            messages=messages(profile, prompt),
+            temperature=profile.temperature,
+            top_p=profile.top_p,
+            max_tokens=profile.max_tokens,
+        )
+        result = AgentTestResult(
+            agent_id=agent_id, input=data.input, output=completion.text,
+            execution_time=round(time.perf_counter() - began, 6),
+            tokens_used=completion.tokens_used, success=True, error=None,
+        )
+    except PlatformError as exc:
+        result = AgentTestResult(
+            agent_id=agent_id, input=data.input, output=None,
+            execution_time=round(time.perf_counter() - began, 6), tokens_used=0,
+            success=False, error=f"{exc.code}: {exc.message}",
+        )
+    await bus.publish(Event(
+        type=EventType.AGENT_TEST_COMPLETED, agent_id=agent_id,
+        status="completed" if result.success else "failed",
+        data={"output": result.output, "error": result.error, "tokens_used": result.tokens_used,
+              "execution_time": result.execution_time},
+    ))
+    return result

@@ -1,0 +1,77 @@
+"""create_app(): routers, error handlers, middleware and the lifespan that owns every resource."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from sqlalchemy import text
+
+from crew_platform.agents.router import router as agents_router
+from crew_platform.common.http import install_error_handlers
+from crew_platform.db import create_engine, create_sessionmaker
+from crew_platform.edge.body_limit import BodyLimitMiddleware
+from crew_platform.engine.dispatch import Dispatcher
+from crew_platform.engine.runner import ExecutionRunner
+from crew_platform.events.bus import create_bus
+from crew_platform.executions.router import router as executions_router
+from crew_platform.llm.gateway import LLMGateway
+from crew_platform.llm.router import router as models_router
+from crew_platform.settings import Settings, get_settings
+from crew_platform.tasks.router import router as tasks_router
+from crew_platform.workflows.router import router as workflows_router
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """Run teams of AI agents (role, goal, backstory, model) through workflows of tasks,
+on Cerebras inference by default. Errors always use the envelope
+`{"error": CODE, "message": ..., "details": {...}}`."""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings)
+        sessionmaker = create_sessionmaker(engine)
+        bus = create_bus(settings.redis_url)
+        await bus.start()
+        gateway = LLMGateway(settings)
+        dispatcher = Dispatcher(ExecutionRunner(sessionmaker, bus, gateway), sessionmaker)
+        app.state.settings = settings
+        app.state.engine = engine
+        app.state.sessionmaker = sessionmaker
+        app.state.bus = bus
+        app.state.gateway = gateway
+        app.state.dispatcher = dispatcher
+        await dispatcher.recover()
+        try:
+            yield
+        finally:
+            await dispatcher.shutdown()
+            await gateway.aclose()
+            await bus.stop()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Crew Platform",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    for router in (agents_router, workflows_router, tasks_router, executions_router,
+                   models_router):
+        app.include_router(router)
+
+    @app.get("/health", tags=["health"], summary="Liveness and database check")
+    async def health() -> dict[str, str]:
+        async with app.state.sessionmaker() as session:
+            await session.execute(text("SELECT 1"))
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,120 @@
+"""HTTP glue shared by the feature routers: error envelope, pagination, collection routes."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from crew_platform.errors import PlatformError
+
+log = logging.getLogger(__name__)
+
+_HTTP_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    409: "CONFLICT",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    422: "VALIDATION_ERROR",
+    429: "RATE_LIMITED",
+    503: "SERVICE_UNAVAILABLE",
+}
+
+
+class ErrorBody(BaseModel):
+    """The spec's error envelope."""
+
+    error: str = Field(examples=["NOT_FOUND"])
+    message: str = Field(examples=["Agent 42 not found"])
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (400, 404, 409, 413, 422, 429, 500)
+}
+
+
+def envelope(status: int, code: str, message: str, details: dict[str, Any] | None = None,
+             headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {"error": code, "message": message, "details": details or {}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc]
+    if parts and parts[0] in ("body", "query", "path", "header", "cookie"):
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+async def _validation_handler(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    if any(err.get("type") == "json_invalid" for err in errors):
+        err = next(e for e in errors if e.get("type") == "json_invalid")
+        return envelope(400, "INVALID_JSON", "Request body is not valid JSON",
+                        {"reason": str(err.get("ctx", {}).get("error", "invalid JSON"))})
+    fields: dict[str, str] = {}
+    for err in errors:
+        name = _field_name(tuple(err.get("loc", ())))
+        fields.setdefault(name, err.get("msg", "invalid value"))
+    problems = "; ".join(f"{k}: {v}" for k, v in fields.items())
+    return envelope(422, "VALIDATION_ERROR", f"Invalid request: {problems}",
+                    {"fields": fields, "errors": [
+                        {"field": _field_name(tuple(e.get("loc", ()))), "message": e.get("msg"),
+                         "type": e.get("type")}
+                        for e in errors
+                    ]})
+
+
+async def _platform_handler(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, PlatformError)
+    headers = getattr(exc, "headers", None)
+    return envelope(exc.status_code, exc.code, exc.message, exc.details, headers)
+
+
+async def _http_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
+    if exc.status_code == 404 and exc.detail == "Not Found":
+        message = f"No route for {request.method} {request.url.path}"
+    elif exc.status_code == 405:
+        message = f"Method {request.method} not allowed on {request.url.path}"
+    else:
+        message = str(exc.detail)
+    return envelope(exc.status_code, code, message, {}, dict(exc.headers or {}))
+
+
+async def _unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return envelope(500, "INTERNAL_ERROR", "The server hit an unexpected error", {})
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation_handler)
+    app.add_exception_handler(PlatformError, _platform_handler)
+    app.add_exception_handler(StarletteHTTPException, _http_handler)
+    app.add_exception_handler(Exception, _unexpected_handler)
+
+
+class Page:
+    """`skip`/`limit` query parameters with the spec's defaults and our bounds."""
+
+    def __init__(
+        self,
+        skip: Annotated[int, Query(ge=0, description="Number of records to skip")] = 0,
+        limit: Annotated[
+            int, Query(ge=1, le=1000, description="Maximum number of records to return")
+        ] = 100,
+    ) -> None:
+        self.skip = skip
+        self.limit = limit

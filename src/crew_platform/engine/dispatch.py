@@ -1,0 +1,119 @@
+"""In-process dispatcher: owns one asyncio task per running execution.
+
+Nothing here is fire-and-forget: every task is tracked, its failure is logged, shutdown cancels
+and awaits them all, and an execution submitted again while its task is still finishing (resume
+right after pause) is run again as soon as that task ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from crew_platform.engine.runner import Control, ExecutionRunner
+from crew_platform.engine.states import ExecutionStatus
+from crew_platform.models import Execution, Workflow
+
+log = logging.getLogger(__name__)
+
+
+class Dispatcher:
+    def __init__(
+        self, runner: ExecutionRunner, sessionmaker: async_sessionmaker[AsyncSession]
+    ) -> None:
+        self._runner = runner
+        self._sessions = sessionmaker
+        self._jobs: dict[int, asyncio.Task[None]] = {}
+        self._controls: dict[int, Control] = {}
+        self._again: set[int] = set()
+        self._closing = False
+
+    def submit(self, execution_id: int) -> None:
+        if self._closing:
+            return
+        if execution_id in self._jobs:
+            self._again.add(execution_id)
+            return
+        control = Control()
+        job = asyncio.create_task(
+            self._runner.run(execution_id, control), name=f"execution-{execution_id}"
+        )
+        self._jobs[execution_id] = job
+        self._controls[execution_id] = control
+        job.add_done_callback(lambda j, eid=execution_id: self._finished(eid, j))
+
+    def _finished(self, execution_id: int, job: asyncio.Task[None]) -> None:
+        self._jobs.pop(execution_id, None)
+        self._controls.pop(execution_id, None)
+        if not job.cancelled() and (exc := job.exception()) is not None:
+            log.error("execution %s runner failed", execution_id, exc_info=exc)
+        if execution_id in self._again:
+            self._again.discard(execution_id)
+            self.submit(execution_id)
+
+    def is_running(self, execution_id: int) -> bool:
+        return execution_id in self._jobs
+
+    def running_ids(self) -> list[int]:
+        return list(self._jobs)
+
+    def pause(self, execution_id: int) -> None:
+        self._again.discard(execution_id)
+        if control := self._controls.get(execution_id):
+            control.pause_requested = True
+
+    async def cancel(self, execution_id: int, *, wait: float = 10.0) -> None:
+        """Abort the execution's in-flight model calls now and wait for its clean-up."""
+        self._again.discard(execution_id)
+        job = self._jobs.get(execution_id)
+        if job is None:
+            return
+        self._controls[execution_id].cancel_requested = True
+        job.cancel()
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(asyncio.shield(job), timeout=wait)
+
+    async def recover(self) -> list[int]:
+        """On start-up: resume what was running, start what was accepted; paused stays paused."""
+        async with self._sessions() as session:
+            rows = await session.execute(
+                select(Execution.id, Execution.status)
+                .join(Workflow, Workflow.id == Execution.workflow_id)
+                .where(
+                    (Execution.status == ExecutionStatus.RUNNING)
+                    | (
+                        (Execution.status == ExecutionStatus.PENDING)
+                        & (Workflow.status == "active")
+                    )
+                )
+                .order_by(Execution.id)
+            )
+            ids = [row.id for row in rows]
+        for execution_id in ids:
+            self.submit(execution_id)
+        if ids:
+            log.info("recovered %d execution(s): %s", len(ids), ids)
+        return ids
+
+    async def shutdown(self) -> None:
+        """Stop every runner without touching its state: the next start resumes them."""
+        self._closing = True
+        for execution_id, job in list(self._jobs.items()):
+            self._controls[execution_id].shutting_down = True
+            job.cancel()
+        if self._jobs:
+            await asyncio.gather(*self._jobs.values(), return_exceptions=True)
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until no execution is running (tests and benchmarks)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._jobs or self._again:
+            if loop.time() > deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True

@@ -1,0 +1,63 @@
+"""Writes an execution's events to its log inside the caller's transaction, publishes after commit.
+
+Every persisted event gets the next per-execution `seq` (an atomic UPDATE ... RETURNING), so the
+SSE stream can replay from any point and nothing a client was told is missing from the log.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crew_platform.events.bus import EventBus
+from crew_platform.events.types import Event, EventType
+from crew_platform.models import Execution, ExecutionLog
+
+_LEVELS = {
+    EventType.WORKFLOW_FAILED: "error",
+    EventType.TASK_FAILED: "error",
+    EventType.WORKFLOW_CANCELLED: "warning",
+    EventType.TASK_CANCELLED: "warning",
+    EventType.TASK_SKIPPED: "warning",
+}
+_LOGGED_DATA_KEYS = ("output", "error", "tokens_used", "execution_time", "attempt", "reason")
+
+
+class Journal:
+    def __init__(self, session: AsyncSession, bus: EventBus) -> None:
+        self.session = session
+        self._bus = bus
+        self._outbox: list[Event] = []
+
+    async def record(self, event: Event, message: str) -> Event:
+        assert event.execution_id is not None
+        event.seq = await self.session.scalar(
+            update(Execution)
+            .where(Execution.id == event.execution_id)
+            .values(last_seq=Execution.last_seq + 1)
+            .returning(Execution.last_seq)
+        )
+        data: dict[str, Any] = {k: event.data[k] for k in _LOGGED_DATA_KEYS if k in event.data}
+        data |= {"status": event.status, "agent_id": event.agent_id}
+        self.session.add(
+            ExecutionLog(
+                execution_id=event.execution_id,
+                seq=event.seq,
+                timestamp=event.timestamp,
+                level=_LEVELS.get(event.type, "info"),
+                event=event.type.value,
+                message=message,
+                task_id=event.task_id,
+                data=data,
+            )
+        )
+        self._outbox.append(event)
+        return event
+
+    async def commit(self) -> None:
+        await self.session.commit()
+        outbox, self._outbox = self._outbox, []
+        for event in outbox:
+            await self._bus.publish(event)

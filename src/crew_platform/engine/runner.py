@@ -1,0 +1,568 @@
+"""Runs one execution: plan -> steps -> a checkpoint before and after every model call.
+
+The runner never holds a database session while a model answers. Every write it makes is
+guarded by the state machine (compare-and-set), so a cancel or pause that lands while a call is
+in flight wins cleanly; control requests are honoured at task boundaries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from crew_platform.db import utcnow
+from crew_platform.engine.journal import Journal
+from crew_platform.engine.plan import PlannedTask
+from crew_platform.engine.states import ExecutionStatus as ES
+from crew_platform.engine.states import TaskRunStatus as TS
+from crew_platform.engine.transitions import move_execution, move_task_run
+from crew_platform.errors import PlatformError
+from crew_platform.events.bus import EventBus
+from crew_platform.events.types import Event, EventType
+from crew_platform.llm.gateway import LLMGateway
+from crew_platform.llm.prompts import AgentProfile, ContextItem, fill, messages, task_prompt
+from crew_platform.models import Agent, Execution, Task, TaskRun, Workflow
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_PARALLEL = 4
+
+
+@dataclass
+class Control:
+    """In-memory requests for one running execution (the store holds the durable ones)."""
+
+    pause_requested: bool = False
+    cancel_requested: bool = False
+    shutting_down: bool = False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.pause_requested or self.cancel_requested or self.shutting_down
+
+
+class Outcome(Enum):
+    COMPLETED = "completed"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+@dataclass
+class TaskSpec:
+    id: int
+    name: str
+    description: str
+    expected_output: str | None
+    input_data: dict[str, Any]
+    agent: AgentProfile | None
+
+
+@dataclass
+class RunState:
+    execution_id: int
+    workflow_id: int
+    workflow_type: str
+    plan: list[PlannedTask]
+    input_data: dict[str, Any]
+    max_parallel: int
+    tasks: dict[int, TaskSpec]
+    outputs: dict[int, str] = field(default_factory=dict)
+    attempts: dict[int, int] = field(default_factory=dict)
+    external_context: dict[int, str] = field(default_factory=dict)
+    failure: str | None = None
+
+
+@dataclass
+class StepResult:
+    task_id: int
+    output: str | None = None
+    error: str | None = None
+    stopped: bool = False
+
+
+def profile_of(agent: Agent) -> AgentProfile:
+    return AgentProfile(
+        agent_id=agent.id,
+        name=agent.name,
+        role=agent.role,
+        goal=agent.goal,
+        backstory=agent.backstory,
+        model=agent.model,
+        temperature=agent.temperature,
+        top_p=agent.top_p,
+        max_tokens=agent.max_tokens,
+    )
+
+
+class ExecutionRunner:
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        bus: EventBus,
+        gateway: LLMGateway,
+    ) -> None:
+        self._sessions = sessionmaker
+        self._bus = bus
+        self._gateway = gateway
+
+    async def run(self, execution_id: int, control: Control) -> None:
+        state = await self._begin(execution_id)
+        if state is None:
+            return
+        try:
+            if state.workflow_type == "parallel":
+                outcome = await self._run_dag(state, control)
+            else:
+                outcome = await self._run_linear(state, control)
+            if outcome is Outcome.STOPPED or (outcome is Outcome.COMPLETED and control.should_stop):
+                return
+            await self._finish(state, outcome)
+        except asyncio.CancelledError:
+            if control.cancel_requested:
+                await asyncio.shield(self._abandon_runs(state))
+            raise
+        except Exception as exc:
+            log.exception("execution %s crashed", execution_id)
+            state.failure = f"INTERNAL_ERROR: {type(exc).__name__}: {exc}"
+            await self._finish(state, Outcome.FAILED)
+
+    # -- start -----------------------------------------------------------------------------
+
+    async def _begin(self, execution_id: int) -> RunState | None:
+        async with self._sessions() as session:
+            journal = Journal(session, self._bus)
+            execution = await session.get(Execution, execution_id)
+            if execution is None or execution.status not in (ES.PENDING, ES.RUNNING):
+                return None
+            workflow = await session.scalar(
+                select(Workflow).where(Workflow.id == execution.workflow_id).with_for_update()
+            )
+            if workflow is None:
+                return None
+            if workflow.status == "paused":
+                if execution.status == ES.RUNNING:
+                    await move_execution(session, execution_id, ES.PAUSED)
+                await session.commit()
+                return None
+            resumed_after_crash = execution.status == ES.RUNNING
+            first_start = execution.last_seq == 0
+            if not resumed_after_crash and not await move_execution(
+                session, execution_id, ES.RUNNING
+            ):
+                await session.commit()
+                return None
+            state = await self._load_state(session, execution, workflow)
+            await self._close_interrupted_runs(journal, state)
+            if first_start:
+                await journal.record(
+                    self._event(state, EventType.WORKFLOW_STARTED, status=ES.RUNNING),
+                    f"Execution {execution_id} of workflow {workflow.id} started",
+                )
+            elif resumed_after_crash:
+                await journal.record(
+                    self._event(
+                        state, EventType.WORKFLOW_RESUMED, status=ES.RUNNING,
+                        data={"reason": "recovered after restart"},
+                    ),
+                    f"Execution {execution_id} resumed after a restart",
+                )
+            unconfigured = self._unconfigured_provider(state)
+            await journal.commit()
+        if unconfigured:
+            state.failure = unconfigured
+            await self._finish(state, Outcome.FAILED)
+            return None
+        return state
+
+    async def _load_state(
+        self, session: AsyncSession, execution: Execution, workflow: Workflow
+    ) -> RunState:
+        plan = [
+            PlannedTask(int(p["task_id"]), tuple(int(d) for d in p.get("depends_on", ())))
+            for p in execution.plan or []
+        ]
+        task_ids = [p.task_id for p in plan]
+        tasks = {t.id: t for t in await session.scalars(select(Task).where(Task.id.in_(task_ids)))}
+        agent_ids = {t.agent_id for t in tasks.values() if t.agent_id is not None}
+        agents = {
+            a.id: a for a in await session.scalars(select(Agent).where(Agent.id.in_(agent_ids)))
+        }
+        config = (workflow.config or {}) | (execution.config or {})
+        max_parallel = config.get("max_parallel", DEFAULT_MAX_PARALLEL)
+        if not isinstance(max_parallel, int) or isinstance(max_parallel, bool) or max_parallel < 1:
+            max_parallel = DEFAULT_MAX_PARALLEL
+        state = RunState(
+            execution_id=execution.id,
+            workflow_id=workflow.id,
+            workflow_type="linear" if execution.mode == "task" else workflow.workflow_type,
+            plan=plan,
+            input_data=dict(execution.input_data or {}),
+            max_parallel=max_parallel,
+            tasks={
+                tid: TaskSpec(
+                    id=tid,
+                    name=t.name,
+                    description=t.description or t.name,
+                    expected_output=t.expected_output,
+                    input_data=dict(t.input_data or {}),
+                    agent=profile_of(agents[t.agent_id]) if t.agent_id in agents else None,
+                )
+                for tid, t in tasks.items()
+            },
+        )
+        runs = (
+            await session.scalars(
+                select(TaskRun)
+                .where(TaskRun.execution_id == execution.id)
+                .order_by(TaskRun.id)
+            )
+        ).all()
+        for run in runs:
+            state.attempts[run.task_id] = max(state.attempts.get(run.task_id, 0), run.attempt)
+            if run.status == TS.COMPLETED and run.output is not None:
+                state.outputs[run.task_id] = run.output
+        if execution.mode == "task":
+            state.external_context = await self._latest_outputs(
+                session, [d for t in tasks.values() for d in (t.dependencies or [])]
+            )
+        return state
+
+    async def _latest_outputs(self, session: AsyncSession, task_ids: Sequence[int]) -> dict[int, str]:
+        if not task_ids:
+            return {}
+        latest = (
+            select(func.max(TaskRun.id))
+            .where(TaskRun.task_id.in_(task_ids), TaskRun.status == TS.COMPLETED)
+            .group_by(TaskRun.task_id)
+        )
+        rows = await session.scalars(select(TaskRun).where(TaskRun.id.in_(latest)))
+        return {r.task_id: r.output or "" for r in rows}
+
+    async def _close_interrupted_runs(self, journal: Journal, state: RunState) -> None:
+        """Runs left `running` by a killed process: close them; their task runs again."""
+        interrupted = await journal.session.scalars(
+            select(TaskRun).where(
+                TaskRun.execution_id == state.execution_id, TaskRun.status == TS.RUNNING
+            )
+        )
+        for run in interrupted.all():
+            await move_task_run(
+                journal.session, run.id, TS.CANCELLED,
+                error="Interrupted: the server stopped during this run", completed_at=utcnow(),
+            )
+            await journal.record(
+                self._event(state, EventType.TASK_CANCELLED, task_id=run.task_id,
+                            status=TS.CANCELLED, data={"reason": "interrupted"}),
+                f"Task {run.task_id} run {run.id} was interrupted and will run again",
+            )
+
+    def _unconfigured_provider(self, state: RunState) -> str | None:
+        from crew_platform.llm.errors import LLMNotConfigured
+
+        for task_id in (p.task_id for p in state.plan if p.task_id not in state.outputs):
+            spec = state.tasks.get(task_id)
+            if spec is None or spec.agent is None:
+                continue
+            try:
+                self._gateway.check_configured(spec.agent.model)
+            except LLMNotConfigured as exc:
+                return f"{exc.code}: {exc.message}"
+        return None
+
+    # -- scheduling ------------------------------------------------------------------------
+
+    async def _run_linear(self, state: RunState, control: Control) -> Outcome:
+        done_before: list[int] = []
+        for position, step in enumerate(state.plan):
+            if step.task_id in state.outputs:
+                done_before.append(step.task_id)
+                continue
+            if control.should_stop:
+                return Outcome.STOPPED
+            result = await self._run_step(state, step, context_ids=list(done_before))
+            if result.stopped:
+                return Outcome.STOPPED
+            if result.error is not None:
+                state.failure = result.error
+                await self._skip(state, [p.task_id for p in state.plan[position + 1 :]])
+                return Outcome.FAILED
+            done_before.append(step.task_id)
+        return Outcome.COMPLETED
+
+    async def _run_dag(self, state: RunState, control: Control) -> Outcome:
+        waiting = [p for p in state.plan if p.task_id not in state.outputs]
+        in_flight: dict[asyncio.Task[StepResult], int] = {}
+        stopped = False
+        try:
+            while waiting or in_flight:
+                if state.failure is None and not control.should_stop and not stopped:
+                    ready = [p for p in waiting if all(d in state.outputs for d in p.depends_on)]
+                    for step in ready[: max(0, state.max_parallel - len(in_flight))]:
+                        waiting.remove(step)
+                        job = asyncio.create_task(
+                            self._run_step(state, step, context_ids=list(step.depends_on))
+                        )
+                        in_flight[job] = step.task_id
+                if not in_flight:
+                    break
+                finished, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                for job in finished:
+                    in_flight.pop(job)
+                    result = job.result()
+                    if result.stopped:
+                        stopped = True
+                    elif result.error is not None and state.failure is None:
+                        state.failure = result.error
+        finally:
+            for job in in_flight:
+                job.cancel()
+            if in_flight:
+                await asyncio.gather(*in_flight, return_exceptions=True)
+        if stopped:
+            return Outcome.STOPPED
+        if state.failure is not None:
+            await self._skip(state, [p.task_id for p in waiting])
+            return Outcome.FAILED
+        if waiting:
+            return Outcome.STOPPED
+        return Outcome.COMPLETED
+
+    # -- one step --------------------------------------------------------------------------
+
+    async def _run_step(
+        self, state: RunState, step: PlannedTask, context_ids: list[int]
+    ) -> StepResult:
+        spec = state.tasks.get(step.task_id)
+        attempt = state.attempts.get(step.task_id, 0) + 1
+        state.attempts[step.task_id] = attempt
+        values = spec.input_data | state.input_data if spec else state.input_data
+        agent = spec.agent if spec else None
+        async with self._sessions() as session:
+            journal = Journal(session, self._bus)
+            run = TaskRun(
+                execution_id=state.execution_id,
+                task_id=step.task_id,
+                agent_id=agent.agent_id if agent else None,
+                status=TS.RUNNING,
+                attempt=attempt,
+                input={"input_data": values, "context_task_ids": context_ids},
+                started_at=utcnow(),
+            )
+            session.add(run)
+            await session.flush()
+            started = await journal.record(
+                self._event(state, EventType.TASK_STARTED, task_id=step.task_id,
+                            agent_id=run.agent_id, status=TS.RUNNING, data={"attempt": attempt}),
+                f"Task {step.task_id} ({spec.name if spec else '?'}) started, attempt {attempt}",
+            )
+            await journal.commit()
+        if spec is None or agent is None:
+            reason = "the task no longer exists" if spec is None else "the task has no agent"
+            return await self._fail_step(state, run, f"TASK_NOT_RUNNABLE: {reason}", 0.0)
+
+        context = [
+            ContextItem(f"Output of task {tid} ({state.tasks[tid].name})", output)
+            for tid in context_ids
+            if (output := state.outputs.get(tid, state.external_context.get(tid))) is not None
+            and tid in state.tasks
+        ] + [
+            ContextItem(f"Output of task {tid}", out)
+            for tid, out in state.external_context.items()
+            if tid not in state.tasks
+        ]
+        prompt = task_prompt(
+            description=fill(spec.description, values),
+            expected_output=fill(spec.expected_output, values) or None,
+            input_data=values,
+            context=context,
+        )
+        chunk_index = 0
+
+        async def publish_chunk(text: str, call_attempt: int) -> None:
+            nonlocal chunk_index
+            chunk_index += 1
+            await self._bus.publish(
+                self._event(
+                    state, EventType.TASK_OUTPUT_CHUNK, task_id=step.task_id,
+                    agent_id=agent.agent_id, status=TS.RUNNING, seq=started.seq,
+                    data={"chunk": text, "index": chunk_index, "call_attempt": call_attempt},
+                )
+            )
+
+        began = time.perf_counter()
+        try:
+            completion = await self._gateway.complete(
+                model=agent.model,
+                messages=messages(agent, prompt),
+                temperature=agent.temperature,
+                top_p=agent.top_p,
+                max_tokens=agent.max_tokens,
+                on_chunk=publish_chunk,
+            )
+        except PlatformError as exc:
+            return await self._fail_step(
+                state, run, f"{exc.code}: {exc.message}", time.perf_counter() - began
+            )
+        elapsed = time.perf_counter() - began
+        async with self._sessions() as session:
+            journal = Journal(session, self._bus)
+            stored = await move_task_run(
+                session, run.id, TS.COMPLETED, output=completion.text,
+                tokens_used=completion.tokens_used, execution_time=elapsed, completed_at=utcnow(),
+            )
+            if stored:
+                await session.execute(
+                    Execution.__table__.update()
+                    .where(Execution.id == state.execution_id)
+                    .values(tokens_used=Execution.tokens_used + completion.tokens_used)
+                )
+                await journal.record(
+                    self._event(
+                        state, EventType.TASK_COMPLETED, task_id=step.task_id,
+                        agent_id=agent.agent_id, status=TS.COMPLETED,
+                        data={"output": completion.text, "tokens_used": completion.tokens_used,
+                              "execution_time": round(elapsed, 6), "attempt": attempt},
+                    ),
+                    f"Task {step.task_id} ({spec.name}) completed in {elapsed:.3f}s, "
+                    f"{completion.tokens_used} tokens",
+                )
+            await journal.commit()
+        if not stored:
+            return StepResult(step.task_id, stopped=True)
+        state.outputs[step.task_id] = completion.text
+        return StepResult(step.task_id, output=completion.text)
+
+    async def _fail_step(
+        self, state: RunState, run: TaskRun, error: str, elapsed: float
+    ) -> StepResult:
+        spec = state.tasks.get(run.task_id)
+        async with self._sessions() as session:
+            journal = Journal(session, self._bus)
+            if await move_task_run(
+                session, run.id, TS.FAILED, error=error, execution_time=elapsed,
+                completed_at=utcnow(),
+            ):
+                await journal.record(
+                    self._event(state, EventType.TASK_FAILED, task_id=run.task_id,
+                                agent_id=run.agent_id, status=TS.FAILED,
+                                data={"error": error, "attempt": run.attempt}),
+                    f"Task {run.task_id} ({spec.name if spec else '?'}) failed: {error}",
+                )
+            await journal.commit()
+        name = spec.name if spec else "?"
+        return StepResult(run.task_id, error=f"Task {run.task_id} ({name}) failed: {error}")
+
+    async def _skip(self, state: RunState, task_ids: Sequence[int]) -> None:
+        todo = [t for t in task_ids if t not in state.outputs]
+        if not todo:
+            return
+        async with self._sessions() as session:
+            journal = Journal(session, self._bus)
+            for task_id in todo:
+                attempt = state.attempts.get(task_id, 0) + 1
+                state.attempts[task_id] = attempt
+                session.add(TaskRun(
+                    execution_id=state.execution_id, task_id=task_id, status=TS.SKIPPED,
+                    attempt=attempt, error="Skipped: an earlier task failed",
+                    completed_at=utcnow(),
+                ))
+                await journal.record(
+                    self._event(state, EventType.TASK_SKIPPED, task_id=task_id,
+                                status=TS.SKIPPED),
+                    f"Task {task_id} skipped because an earlier task failed",
+                )
+            await journal.commit()
+
+    # -- end -------------------------------------------------------------------------------
+
+    async def _finish(self, state: RunState, outcome: Outcome) -> None:
+        async with self._sessions() as session:
+            journal = Journal(session, self._bus)
+            if outcome is Outcome.COMPLETED:
+                output = self._output(state)
+                if await move_execution(
+                    session, state.execution_id, ES.COMPLETED,
+                    output_data=output, completed_at=utcnow(), error_message=None,
+                ):
+                    await journal.record(
+                        self._event(state, EventType.WORKFLOW_COMPLETED, status=ES.COMPLETED,
+                                    data={"output": output["result"]}),
+                        f"Execution {state.execution_id} completed",
+                    )
+            else:
+                error = state.failure or "failed"
+                if await move_execution(
+                    session, state.execution_id, ES.FAILED,
+                    output_data=self._output(state), completed_at=utcnow(), error_message=error,
+                ):
+                    await journal.record(
+                        self._event(state, EventType.WORKFLOW_FAILED, status=ES.FAILED,
+                                    data={"error": error}),
+                        f"Execution {state.execution_id} failed: {error}",
+                    )
+            await journal.commit()
+
+    def _output(self, state: RunState) -> dict[str, Any]:
+        order = [p.task_id for p in state.plan]
+        if state.workflow_type == "parallel":
+            needed = {d for p in state.plan for d in p.depends_on}
+            sinks = [t for t in order if t not in needed and t in state.outputs]
+            result = "\n\n".join(state.outputs[t] for t in sinks) if sinks else None
+        else:
+            finished = [t for t in order if t in state.outputs]
+            result = state.outputs[finished[-1]] if finished else None
+        return {
+            "result": result,
+            "tasks": {str(t): state.outputs[t] for t in order if t in state.outputs},
+        }
+
+    async def _abandon_runs(self, state: RunState) -> None:
+        """After a user cancel: whatever was still running is cancelled, not left dangling."""
+        async with self._sessions() as session:
+            journal = Journal(session, self._bus)
+            running = await session.scalars(
+                select(TaskRun).where(
+                    TaskRun.execution_id == state.execution_id, TaskRun.status == TS.RUNNING
+                )
+            )
+            for run in running.all():
+                if await move_task_run(session, run.id, TS.CANCELLED,
+                                       error="Cancelled by request", completed_at=utcnow()):
+                    await journal.record(
+                        self._event(state, EventType.TASK_CANCELLED, task_id=run.task_id,
+                                    agent_id=run.agent_id, status=TS.CANCELLED),
+                        f"Task {run.task_id} run {run.id} cancelled",
+                    )
+            await journal.commit()
+
+    def _event(
+        self,
+        state: RunState,
+        kind: EventType,
+        *,
+        task_id: int | None = None,
+        agent_id: int | None = None,
+        status: str | None = None,
+        seq: int | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> Event:
+        if agent_id is None and task_id is not None and (spec := state.tasks.get(task_id)):
+            agent_id = spec.agent.agent_id if spec.agent else None
+        return Event(
+            type=kind,
+            workflow_id=state.workflow_id,
+            execution_id=state.execution_id,
+            task_id=task_id,
+            agent_id=agent_id,
+            status=str(status) if status is not None else None,
+            seq=seq,
+            data=data or {},
+        )

@@ -1,0 +1,77 @@
+"""Typed platform errors. Services raise them; one handler renders the spec's envelope."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class PlatformError(Exception):
+    status_code: ClassVar[int] = 500
+    code: ClassVar[str] = "INTERNAL_ERROR"
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+    def to_body(self) -> dict[str, Any]:
+        return {"error": self.code, "message": self.message, "details": self.details}
+
+
+class BadRequest(PlatformError):
+    status_code = 400
+    code = "BAD_REQUEST"
+
+
+class InvalidJSON(BadRequest):
+    code = "INVALID_JSON"
+
+
+class NotFound(PlatformError):
+    status_code = 404
+    code = "NOT_FOUND"
+
+    @classmethod
+    def resource(cls, kind: str, ident: object) -> NotFound:
+        return cls(f"{kind} {ident} not found", {"resource": kind.lower(), "id": ident})
+
+
+class Conflict(PlatformError):
+    status_code = 409
+    code = "CONFLICT"
+
+
+class InvalidStateTransition(Conflict):
+    code = "INVALID_STATE"
+
+
+class ValidationFailed(PlatformError):
+    status_code = 422
+    code = "VALIDATION_ERROR"
+
+    @classmethod
+    def field(cls, name: str, message: str, **extra: Any) -> ValidationFailed:
+        return cls(f"{name}: {message}", {"fields": {name: message}, **extra})
+
+
+class DependencyCycle(ValidationFailed):
+    code = "DEPENDENCY_CYCLE"
+
+
+class MissingInput(ValidationFailed):
+    code = "MISSING_INPUT"
+
+
+class PayloadTooLarge(PlatformError):
+    status_code = 413
+    code = "PAYLOAD_TOO_LARGE"
+
+
+class RateLimited(PlatformError):
+    status_code = 429
+    code = "RATE_LIMITED"
+
+
+class ServiceUnavailable(PlatformError):
+    status_code = 503
+    code = "SERVICE_UNAVAILABLE"

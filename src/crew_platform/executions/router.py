@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Response
+
+from crew_platform.common.deps import BusDep, DispatcherDep, SessionDep
+from crew_platform.common.http import ERROR_RESPONSES, Page
+from crew_platform.executions import service
+from crew_platform.executions.schemas import (
+    ControlResult,
+    ExecutionRead,
+    ExecutionStats,
+    ExecutionStatusRead,
+    LogEntry,
+)
+
+router = APIRouter(prefix="/api/v1/executions", tags=["executions"], responses=ERROR_RESPONSES)
+
+
+@router.get("/", response_model=list[ExecutionRead], summary="Get all executions")
+@router.get("", response_model=list[ExecutionRead], include_in_schema=False)
+async def list_executions(
+    session: SessionDep,
+    response: Response,
+    page: Annotated[Page, Depends()],
+    workflow_id: Annotated[int | None, Query(description="Filter by workflow ID")] = None,
+    status: Annotated[str | None, Query(max_length=32, description="Filter by status")] = None,
+) -> list[ExecutionRead]:
+    items, total = await service.list_executions(
+        session, skip=page.skip, limit=page.limit, workflow_id=workflow_id, status=status
+    )
+    response.headers["X-Total-Count"] = str(total)
+    return items
+
+
+@router.get("/stats", response_model=ExecutionStats, summary="Get execution statistics")
+async def execution_stats(
+    session: SessionDep,
+    workflow_id: Annotated[int | None, Query(description="Filter by workflow ID")] = None,
+    days: Annotated[int, Query(ge=1, le=365, description="Number of days to include")] = 30,
+) -> ExecutionStats:
+    return await service.execution_stats(session, workflow_id=workflow_id, days=days)
+
+
+@router.get("/{execution_id}", response_model=ExecutionRead, summary="Get execution by ID")
+async def get_execution(execution_id: int, session: SessionDep) -> ExecutionRead:
+    return ExecutionRead.model_validate(await service.get_execution(session, execution_id))
+
+
+@router.get("/{execution_id}/logs", response_model=list[LogEntry], summary="Get execution logs")
+async def execution_logs(
+    execution_id: int,
+    session: SessionDep,
+    response: Response,
+    page: Annotated[Page, Depends()],
+    level: Annotated[str | None, Query(max_length=16, description="Only this level")] = None,
+) -> list[LogEntry]:
+    items, total = await service.execution_logs(
+        session, execution_id=execution_id, skip=page.skip, limit=page.limit, level=level
+    )
+    response.headers["X-Total-Count"] = str(total)
+    return items
+
+
+@router.post(
+    "/{execution_id}/cancel", response_model=ControlResult, summary="Cancel execution"
+)
+async def cancel_execution(
+    execution_id: int, session: SessionDep, bus: BusDep, dispatcher: DispatcherDep
+) -> ControlResult:
+    return await service.cancel_execution(session, bus, dispatcher, execution_id=execution_id)
+
+
+@router.get(
+    "/{execution_id}/status", response_model=ExecutionStatusRead, summary="Get execution status"
+)
+async def execution_status(execution_id: int, session: SessionDep) -> ExecutionStatusRead:
+    return await service.execution_status(session, execution_id=execution_id)

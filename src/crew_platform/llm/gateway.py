@@ -1,0 +1,198 @@
+"""The one way the platform talks to models: OpenAI-compatible clients per provider.
+
+Transport retries (429 with Retry-After, 5xx, timeouts, refused connections) are the SDK's own;
+on top of that a stream that breaks after it started is retried from scratch, with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import openai
+from openai import AsyncOpenAI
+
+from crew_platform.llm.errors import LLMError, LLMNotConfigured, ModelNotFound
+from crew_platform.llm.registry import ModelRef, ProviderConfig, provider_configs, resolve
+from crew_platform.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ChunkSink = Callable[[str, int], Awaitable[None]]
+"""Receives each streamed piece of text and the call attempt it belongs to (1, 2, ...)."""
+
+
+@dataclass
+class Completion:
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    attempts: int = 1
+
+    @property
+    def tokens_used(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass
+class ModelInfo:
+    id: str
+    provider: str
+    owned_by: str | None = None
+
+
+@dataclass
+class _ModelCache:
+    models: list[ModelInfo] = field(default_factory=list)
+    fetched_at: float = 0.0
+
+
+class LLMGateway:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._providers = provider_configs(settings)
+        self._clients: dict[str, AsyncOpenAI] = {}
+        self._slots = asyncio.Semaphore(settings.llm_max_concurrency)
+        self._model_cache: dict[str, _ModelCache] = {}
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.close()
+        self._clients.clear()
+
+    def _client(self, provider: str) -> AsyncOpenAI:
+        config = self._providers[provider]
+        if not config.api_key:
+            raise LLMNotConfigured(
+                f"No API key for provider {provider!r}: set {config.key_variable}",
+                {"provider": provider, "variable": config.key_variable},
+            )
+        client = self._clients.get(provider)
+        if client is None:
+            client = AsyncOpenAI(
+                api_key=config.api_key,
+                base_url=config.base_url,
+                timeout=self._settings.llm_timeout_seconds,
+                max_retries=self._settings.llm_max_retries,
+            )
+            self._clients[provider] = client
+        return client
+
+    def check_configured(self, model: str) -> None:
+        """Raise LLMNotConfigured now, before a run starts, if `model`'s provider has no key."""
+        self._client(resolve(model).provider)
+
+    def providers(self) -> list[ProviderConfig]:
+        return list(self._providers.values())
+
+    async def complete(
+        self,
+        *,
+        model: str,
+        messages: Sequence[dict[str, str]],
+        temperature: float,
+        top_p: float,
+        max_tokens: int,
+        on_chunk: ChunkSink | None = None,
+    ) -> Completion:
+        ref = resolve(model)
+        client = self._client(ref.provider)
+        attempts = self._settings.llm_max_retries + 1
+        async with self._slots:
+            for attempt in range(1, attempts + 1):
+                try:
+                    result = await self._stream_once(
+                        client, ref, messages, temperature, top_p, max_tokens, on_chunk, attempt
+                    )
+                    result.attempts = attempt
+                    return result
+                except openai.NotFoundError as exc:
+                    raise await self._model_not_found(ref, exc) from exc
+                except openai.APIStatusError as exc:
+                    raise LLMError(
+                        f"Model provider answered {exc.status_code}: {_short(exc.message)}",
+                        {"provider": ref.provider, "model": ref.model, "status": exc.status_code},
+                    ) from exc
+                except (openai.APIError, ValueError) as exc:
+                    # Connection dropped mid-stream, malformed chunk, or the SDK's retries ran out.
+                    if attempt == attempts or isinstance(exc, openai.APITimeoutError):
+                        raise LLMError(
+                            f"Model call failed after {attempt} attempt(s): {_describe(exc)}",
+                            {"provider": ref.provider, "model": ref.model},
+                        ) from exc
+                    log.warning("model call attempt %d failed: %s", attempt, _describe(exc))
+                    await asyncio.sleep(min(0.25 * 2 ** (attempt - 1), 4.0))
+        raise AssertionError("unreachable")
+
+    async def _stream_once(
+        self,
+        client: AsyncOpenAI,
+        ref: ModelRef,
+        messages: Sequence[dict[str, str]],
+        temperature: float,
+        top_p: float,
+        max_tokens: int,
+        on_chunk: ChunkSink | None,
+        attempt: int,
+    ) -> Completion:
+        stream = await client.chat.completions.create(
+            model=ref.model,
+            messages=list(messages),  # type: ignore[arg-type]
+            temperature=temperature,
+            top_p=top_p,
+            max_tokens=max_tokens,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        pieces: list[str] = []
+        completion = Completion(text="")
+        async with stream:
+            async for chunk in stream:
+                if chunk.usage is not None:
+                    completion.prompt_tokens = chunk.usage.prompt_tokens or 0
+                    completion.completion_tokens = chunk.usage.completion_tokens or 0
+                for choice in chunk.choices:
+                    text = choice.delta.content if choice.delta else None
+                    if text:
+                        pieces.append(text)
+                        if on_chunk is not None:
+                            await on_chunk(text, attempt)
+        completion.text = "".join(pieces)
+        return completion
+
+    async def _model_not_found(self, ref: ModelRef, exc: Exception) -> ModelNotFound:
+        try:
+            served = [m.id for m in await self.list_models(ref.provider)]
+        except LLMError:
+            served = []
+        return ModelNotFound(
+            f"Model {ref.model!r} is not served by {ref.provider}"
+            + (f"; served models: {', '.join(served)}" if served else ""),
+            {"provider": ref.provider, "model": ref.model, "available_models": served},
+        )
+
+    async def list_models(self, provider: str) -> list[ModelInfo]:
+        cache = self._model_cache.setdefault(provider, _ModelCache())
+        if cache.fetched_at and time.monotonic() - cache.fetched_at < self._settings.models_cache_seconds:
+            return cache.models
+        client = self._client(provider)
+        try:
+            page = await client.models.list()
+        except openai.APIError as exc:
+            raise LLMError(
+                f"Could not list models of {provider}: {_describe(exc)}", {"provider": provider}
+            ) from exc
+        cache.models = [ModelInfo(m.id, provider, getattr(m, "owned_by", None)) for m in page.data]
+        cache.fetched_at = time.monotonic()
+        return cache.models
+
+
+def _short(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _describe(exc: BaseException) -> str:
+    return _short(f"{type(exc).__name__}: {exc}")

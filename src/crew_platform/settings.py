@@ -1,0 +1,68 @@
+"""Every environment variable the platform reads, in one place (documented in the README)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./data/crew_platform.db"
+CEREBRAS_CLOUD_URL = "https://api.cerebras.ai/v1"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    database_url: str = DEFAULT_SQLITE_URL
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "info"
+
+    cerebras_api_key: str | None = None
+    cerebras_base_url: str = CEREBRAS_CLOUD_URL
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    default_model: str = "llama-4-maverick-17b-128e-instruct"
+    llm_max_concurrency: int = Field(default=64, ge=1)
+    llm_timeout_seconds: float = Field(default=120.0, gt=0)
+    llm_max_retries: int = Field(default=3, ge=0)
+    models_cache_seconds: float = Field(default=60.0, ge=0)
+
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1)
+
+    redis_url: str | None = None
+    rate_limit_api: str = "100/minute"
+    rate_limit_ws: str = "5/minute"
+    trusted_proxies: str = ""
+
+    ws_queue_size: int = Field(default=1000, ge=1)
+    ws_ping_interval_seconds: float = Field(default=20.0, gt=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        """Accept the plain URLs people paste and pick the async driver for them."""
+        if value.startswith("postgres://"):
+            value = "postgresql://" + value.removeprefix("postgres://")
+        if value.startswith("postgresql://"):
+            return "postgresql+asyncpg://" + value.removeprefix("postgresql://")
+        if value.startswith("sqlite:///"):
+            return "sqlite+aiosqlite:///" + value.removeprefix("sqlite:///")
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def sqlite_path(self) -> Path | None:
+        if not self.is_sqlite:
+            return None
+        raw = self.database_url.split(":///", 1)[1].split("?", 1)[0]
+        return None if raw in ("", ":memory:") else Path(raw)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,180 @@
+"""Task rules: references must exist, dependencies stay inside the workflow and acyclic."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crew_platform.engine.plan import execution_key, find_cycle
+from crew_platform.errors import Conflict, DependencyCycle, NotFound, ValidationFailed
+from crew_platform.models import Agent, Task, TaskRun, Workflow
+from crew_platform.tasks.schemas import TaskCreate, TaskRead, TaskUpdate
+
+latest_status = func.coalesce(
+    select(TaskRun.status)
+    .where(TaskRun.task_id == Task.id)
+    .order_by(TaskRun.id.desc())
+    .limit(1)
+    .scalar_subquery(),
+    "pending",
+)
+
+
+def _with_status() -> Select[Any]:
+    return select(Task, latest_status.label("status"))
+
+
+def _read(row: Any) -> TaskRead:
+    task, status = row
+    data = {attr: getattr(task, attr) for attr in Task.__mapper__.attrs.keys()}  # noqa: SIM118
+    return TaskRead.model_validate(data | {"status": status})
+
+
+def ordered(query: Select[Any]) -> Select[Any]:
+    return query.order_by(Task.order, Task.priority.desc(), Task.id)
+
+
+async def list_tasks(
+    session: AsyncSession,
+    *,
+    skip: int,
+    limit: int,
+    workflow_id: int | None,
+    agent_id: int | None,
+    status: str | None,
+) -> tuple[list[TaskRead], int]:
+    query = _with_status()
+    if workflow_id is not None:
+        query = query.where(Task.workflow_id == workflow_id)
+    if agent_id is not None:
+        query = query.where(Task.agent_id == agent_id)
+    if status is not None:
+        query = query.where(latest_status == status)
+    total = await session.scalar(
+        select(func.count()).select_from(query.with_only_columns(Task.id).subquery())
+    )
+    rows = (await session.execute(query.order_by(Task.id).offset(skip).limit(limit))).all()
+    return [_read(r) for r in rows], int(total or 0)
+
+
+async def get_task(session: AsyncSession, task_id: int) -> Task:
+    task = await session.get(Task, task_id)
+    if task is None:
+        raise NotFound.resource("Task", task_id)
+    return task
+
+
+async def read_task(session: AsyncSession, task_id: int) -> TaskRead:
+    row = (await session.execute(_with_status().where(Task.id == task_id))).first()
+    if row is None:
+        raise NotFound.resource("Task", task_id)
+    return _read(row)
+
+
+async def workflow_tasks(session: AsyncSession, workflow_id: int) -> list[TaskRead]:
+    if await session.get(Workflow, workflow_id) is None:
+        raise NotFound.resource("Workflow", workflow_id)
+    rows = await session.execute(ordered(_with_status().where(Task.workflow_id == workflow_id)))
+    return [_read(r) for r in rows.all()]
+
+
+async def _check_references(
+    session: AsyncSession, *, workflow_id: int, agent_id: int | None
+) -> None:
+    # Row lock on PostgreSQL so two concurrent edits cannot each close half of a cycle.
+    locked = select(Workflow.id).where(Workflow.id == workflow_id).with_for_update()
+    if await session.scalar(locked) is None:
+        raise ValidationFailed.field("workflow_id", f"workflow {workflow_id} does not exist")
+    if agent_id is not None and await session.get(Agent, agent_id) is None:
+        raise ValidationFailed.field("agent_id", f"agent {agent_id} does not exist")
+
+
+async def _check_dependencies(
+    session: AsyncSession, *, task_id: int | None, workflow_id: int, dependencies: Sequence[int]
+) -> list[int]:
+    deps = list(dict.fromkeys(dependencies))
+    if task_id is not None and task_id in deps:
+        raise ValidationFailed.field("dependencies", "a task cannot depend on itself",
+                                     task_id=task_id)
+    siblings = {
+        t.id: list(t.dependencies or [])
+        for t in await session.scalars(select(Task).where(Task.workflow_id == workflow_id))
+    }
+    foreign = [d for d in deps if d not in siblings or d == task_id]
+    if foreign:
+        raise ValidationFailed.field(
+            "dependencies",
+            f"tasks {foreign} are not tasks of workflow {workflow_id}",
+            invalid_task_ids=foreign,
+        )
+    if task_id is not None:
+        siblings[task_id] = deps
+        cycle = find_cycle(siblings)
+        if cycle:
+            raise DependencyCycle(
+                "dependencies would form a cycle: " + " -> ".join(map(str, cycle)),
+                {"fields": {"dependencies": "dependencies form a cycle"}, "cycle": cycle},
+            )
+    return deps
+
+
+async def create_task(session: AsyncSession, *, data: TaskCreate) -> TaskRead:
+    await _check_references(session, workflow_id=data.workflow_id, agent_id=data.agent_id)
+    values = data.model_dump()
+    values["dependencies"] = await _check_dependencies(
+        session, task_id=None, workflow_id=data.workflow_id, dependencies=data.dependencies
+    )
+    task = Task(**values)
+    session.add(task)
+    await session.commit()
+    return await read_task(session, task.id)
+
+
+async def _dependents(session: AsyncSession, task: Task) -> list[int]:
+    others = await session.scalars(
+        select(Task).where(Task.workflow_id == task.workflow_id, Task.id != task.id)
+    )
+    return sorted(t.id for t in others if task.id in (t.dependencies or []))
+
+
+async def update_task(session: AsyncSession, *, task_id: int, data: TaskUpdate) -> TaskRead:
+    task = await get_task(session, task_id)
+    changes = data.model_dump(exclude_unset=True)
+    workflow_id = changes.get("workflow_id", task.workflow_id)
+    agent_id = changes.get("agent_id", task.agent_id)
+    await _check_references(session, workflow_id=workflow_id, agent_id=agent_id)
+    if workflow_id != task.workflow_id:
+        dependents = await _dependents(session, task)
+        if dependents:
+            raise ValidationFailed.field(
+                "workflow_id",
+                f"tasks {dependents} of workflow {task.workflow_id} depend on this task",
+                dependent_task_ids=dependents,
+            )
+    dependencies = changes.get("dependencies", task.dependencies or [])
+    changes["dependencies"] = await _check_dependencies(
+        session, task_id=task_id, workflow_id=workflow_id, dependencies=dependencies
+    )
+    for field, value in changes.items():
+        setattr(task, field, value)
+    await session.commit()
+    return await read_task(session, task_id)
+
+
+async def delete_task(session: AsyncSession, *, task_id: int) -> None:
+    task = await get_task(session, task_id)
+    dependents = await _dependents(session, task)
+    if dependents:
+        raise Conflict(
+            f"Tasks {dependents} depend on task {task_id}; remove the dependency first",
+            {"dependent_task_ids": dependents},
+        )
+    await session.delete(task)
+    await session.commit()
+
+
+def sort_for_execution(tasks: Sequence[Task]) -> list[Task]:
+    return sorted(tasks, key=lambda t: execution_key(t.order, t.priority, t.id))

@@ -1,0 +1,129 @@
+"""Workflow rules: unique names, derived counts, deletion of the whole history at once."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Select, delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crew_platform.common.persistence import commit_unique, name_taken, paginate
+from crew_platform.errors import Conflict, NotFound
+from crew_platform.models import Execution, ExecutionLog, Task, TaskRun, Workflow
+from crew_platform.workflows.schemas import WorkflowCreate, WorkflowRead, WorkflowUpdate
+
+_task_count = (
+    select(func.count(Task.id)).where(Task.workflow_id == Workflow.id).scalar_subquery()
+)
+_execution_count = (
+    select(func.count(Execution.id)).where(Execution.workflow_id == Workflow.id).scalar_subquery()
+)
+_last_executed = (
+    select(func.max(Execution.created_at))
+    .where(Execution.workflow_id == Workflow.id)
+    .scalar_subquery()
+)
+
+
+def _with_counts() -> Select[Any]:
+    return select(
+        Workflow,
+        _task_count.label("task_count"),
+        _execution_count.label("execution_count"),
+        _last_executed.label("last_executed_at"),
+    )
+
+
+def _read(row: Any) -> WorkflowRead:
+    workflow, task_count, execution_count, last_executed_at = row
+    data = {c.key: getattr(workflow, c.key) for c in Workflow.__table__.columns}
+    return WorkflowRead.model_validate(
+        data
+        | {
+            "task_count": task_count or 0,
+            "execution_count": execution_count or 0,
+            "last_executed_at": Execution.created_at.type.process_result_value(
+                last_executed_at, None
+            )
+            if last_executed_at is not None and last_executed_at.tzinfo is None
+            else last_executed_at,
+        }
+    )
+
+
+async def list_workflows(
+    session: AsyncSession, *, skip: int, limit: int, active_only: bool
+) -> tuple[list[WorkflowRead], int]:
+    query = _with_counts().order_by(Workflow.id)
+    count_query = select(Workflow.id)
+    if active_only:
+        query = query.where(Workflow.is_active.is_(True))
+        count_query = count_query.where(Workflow.is_active.is_(True))
+    total = await session.scalar(select(func.count()).select_from(count_query.subquery()))
+    rows = (await session.execute(query.offset(skip).limit(limit))).all()
+    return [_read(r) for r in rows], int(total or 0)
+
+
+async def get_workflow(session: AsyncSession, workflow_id: int) -> Workflow:
+    workflow = await session.get(Workflow, workflow_id)
+    if workflow is None:
+        raise NotFound.resource("Workflow", workflow_id)
+    return workflow
+
+
+async def read_workflow(session: AsyncSession, workflow_id: int) -> WorkflowRead:
+    row = (await session.execute(_with_counts().where(Workflow.id == workflow_id))).first()
+    if row is None:
+        raise NotFound.resource("Workflow", workflow_id)
+    return _read(row)
+
+
+def _duplicate(name: str) -> Conflict:
+    return Conflict(f"A workflow named {name!r} already exists", {"field": "name", "value": name})
+
+
+async def create_workflow(session: AsyncSession, *, data: WorkflowCreate) -> WorkflowRead:
+    if await name_taken(session, Workflow, data.name):
+        raise _duplicate(data.name)
+    workflow = Workflow(**data.model_dump(), status="active")
+    session.add(workflow)
+    dup = _duplicate(data.name)
+    await commit_unique(session, message=dup.message, details=dup.details)
+    return await read_workflow(session, workflow.id)
+
+
+async def update_workflow(
+    session: AsyncSession, *, workflow_id: int, data: WorkflowUpdate
+) -> WorkflowRead:
+    workflow = await get_workflow(session, workflow_id)
+    changes = data.model_dump(exclude_unset=True)
+    if "name" in changes and changes["name"] != workflow.name:
+        if await name_taken(session, Workflow, changes["name"], exclude_id=workflow_id):
+            raise _duplicate(changes["name"])
+    for field, value in changes.items():
+        setattr(workflow, field, value)
+    dup = _duplicate(workflow.name)
+    await commit_unique(session, message=dup.message, details=dup.details)
+    return await read_workflow(session, workflow_id)
+
+
+async def unfinished_execution_ids(session: AsyncSession, workflow_id: int) -> Sequence[int]:
+    from crew_platform.engine.states import UNFINISHED
+
+    query = select(Execution.id).where(
+        Execution.workflow_id == workflow_id, Execution.status.in_(UNFINISHED)
+    )
+    return (await session.scalars(query)).all()
+
+
+async def delete_workflow(session: AsyncSession, *, workflow_id: int) -> None:
+    """Delete the workflow, its tasks and its whole execution history in one transaction."""
+    await get_workflow(session, workflow_id)
+    executions = select(Execution.id).where(Execution.workflow_id == workflow_id)
+    await session.execute(delete(ExecutionLog).where(ExecutionLog.execution_id.in_(executions)))
+    await session.execute(delete(TaskRun).where(TaskRun.execution_id.in_(executions)))
+    await session.execute(delete(Execution).where(Execution.workflow_id == workflow_id))
+    await session.execute(delete(Task).where(Task.workflow_id == workflow_id))
+    await session.execute(delete(Workflow).where(Workflow.id == workflow_id))
+    await session.commit()
