@@ -1,0 +1,281 @@
+"""A real HTTP server speaking the OpenAI chat-completions protocol, for tests, benchmarks and demos.
+
+Replies are scripted through an admin API, else derived from the prompt, so runs are
+deterministic. It can also misbehave on purpose: a status with headers (429 + Retry-After, 500),
+latency, a hang past the client's timeout, a malformed body, a connection dropped mid-stream.
+
+    python -m crew_platform.devtools.llm_stub --port 9100 --latency 0.1
+
+Admin API (not part of OpenAI's):
+    POST /_script   {"replies": [Reply, ...]}  queue replies (FIFO; `match` ones by prompt text)
+    POST /_config   {"latency": 0.1, "models": [...], "chunk_words": 3}
+    GET  /_requests the chat requests received, newest last
+    POST /_reset    forget scripts, requests and config
+Reply fields: content, latency, status, headers, body, fault ("drop" | "malformed" | "hang"),
+              match (substring of the last user message), model (only for this model),
+              chunk_delay (seconds between chunks), usage (false to omit the usage report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+DEFAULT_MODELS = [
+    "llama-4-maverick-17b-128e-instruct",
+    "llama3.1-8b",
+    "gpt-oss-120b",
+    "gemma-4-31b",
+]
+
+
+@dataclass
+class StubState:
+    latency: float = 0.0
+    chunk_words: int = 4
+    models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
+    script: list[dict[str, Any]] = field(default_factory=list)
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    record_requests: bool = True
+
+    def reset(self) -> None:
+        self.latency = 0.0
+        self.chunk_words = 4
+        self.models = list(DEFAULT_MODELS)
+        self.script.clear()
+        self.requests.clear()
+
+    def take_reply(self, model: str, prompt: str) -> dict[str, Any]:
+        for i, reply in enumerate(self.script):
+            if reply.get("model") not in (None, model):
+                continue
+            if "match" in reply and reply["match"] not in prompt:
+                continue
+            if "match" not in reply and any(
+                "match" in r and r["match"] in prompt for r in self.script
+            ):
+                continue
+            return self.script.pop(i)
+        return {}
+
+
+def default_answer(model: str, prompt: str) -> str:
+    first = next((line for line in prompt.splitlines() if line.strip()), "")
+    return f"[{model}] answer to: {first[:120]}"
+
+
+def _words(text: str) -> int:
+    return max(1, len(text.split()))
+
+
+def _last_user_message(messages: list[dict[str, Any]]) -> str:
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            content = message.get("content")
+            return content if isinstance(content, str) else json.dumps(content)
+    return ""
+
+
+def create_stub_app(state: StubState | None = None) -> Starlette:
+    state = state or StubState()
+
+    async def chat(request: Request) -> Response:
+        try:
+            payload = await request.json()
+        except ValueError:
+            return JSONResponse({"error": {"message": "invalid JSON"}}, status_code=400)
+        model = str(payload.get("model", ""))
+        messages = payload.get("messages") or []
+        prompt = _last_user_message(messages)
+        if state.record_requests:
+            state.requests.append({"received_at": time.time(), **payload})
+        reply = state.take_reply(model, prompt)
+        await asyncio.sleep(float(reply.get("latency", state.latency)))
+        if reply.get("fault") == "hang":
+            await asyncio.sleep(3600)
+        if "status" in reply:
+            body = reply.get("body", {"error": {"message": f"scripted {reply['status']}"}})
+            return JSONResponse(body, status_code=int(reply["status"]),
+                                headers=reply.get("headers", {}))
+        if model not in state.models:
+            return JSONResponse(
+                {"message": f"Model {model} does not exist or you do not have access to it.",
+                 "type": "not_found_error", "param": "model", "code": "model_not_found"},
+                status_code=404,
+            )
+        content = str(reply.get("content", default_answer(model, prompt)))
+        usage = {
+            "prompt_tokens": sum(_words(str(m.get("content", ""))) for m in messages),
+            "completion_tokens": _words(content),
+        }
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        created = int(time.time())
+        ident = f"chatcmpl-stub-{time.monotonic_ns()}"
+        if not payload.get("stream"):
+            if reply.get("fault") == "malformed":
+                return Response("{not json", media_type="application/json")
+            return JSONResponse({
+                "id": ident, "object": "chat.completion", "created": created, "model": model,
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": content}}],
+                "usage": usage,
+            })
+        include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
+        if reply.get("usage") is False:
+            include_usage = False
+        return StreamingResponse(
+            _stream(ident, created, model, content, usage, include_usage, reply,
+                    state.chunk_words),
+            media_type="text/event-stream",
+        )
+
+    async def models(_: Request) -> Response:
+        return JSONResponse({
+            "object": "list",
+            "data": [{"id": m, "object": "model", "created": 0, "owned_by": "stub"}
+                     for m in state.models],
+        })
+
+    async def script(request: Request) -> Response:
+        body = await request.json()
+        state.script.extend(body.get("replies", []))
+        return JSONResponse({"queued": len(state.script)})
+
+    async def configure(request: Request) -> Response:
+        body = await request.json()
+        for key in ("latency", "chunk_words", "models", "record_requests"):
+            if key in body:
+                setattr(state, key, body[key])
+        return JSONResponse({"latency": state.latency, "models": state.models})
+
+    async def recorded(_: Request) -> Response:
+        return JSONResponse(state.requests)
+
+    async def reset(_: Request) -> Response:
+        state.reset()
+        return JSONResponse({"reset": True})
+
+    app = Starlette(routes=[
+        Route("/v1/chat/completions", chat, methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/_script", script, methods=["POST"]),
+        Route("/_config", configure, methods=["POST"]),
+        Route("/_requests", recorded, methods=["GET"]),
+        Route("/_reset", reset, methods=["POST"]),
+    ])
+    app.state.stub = state
+    return app
+
+
+async def _stream(
+    ident: str,
+    created: int,
+    model: str,
+    content: str,
+    usage: dict[str, int],
+    include_usage: bool,
+    reply: dict[str, Any],
+    chunk_words: int,
+) -> AsyncIterator[bytes]:
+    def frame(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        chunk = {"id": ident, "object": "chat.completion.chunk", "created": created,
+                 "model": model,
+                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        return f"data: {json.dumps(chunk)}\n\n".encode()
+
+    words = content.split(" ")
+    pieces = [" ".join(words[i:i + chunk_words]) for i in range(0, len(words), chunk_words)]
+    pieces = [p + (" " if i < len(pieces) - 1 else "") for i, p in enumerate(pieces)]
+    yield frame({"role": "assistant", "content": ""})
+    delay = float(reply.get("chunk_delay", 0.0))
+    for i, piece in enumerate(pieces):
+        if reply.get("fault") == "drop" and i >= max(1, len(pieces) // 2):
+            raise ConnectionResetError("stub: connection dropped mid-stream on purpose")
+        if reply.get("fault") == "malformed" and i >= max(1, len(pieces) // 2):
+            yield b"data: {this is not json\n\n"
+            return
+        if delay:
+            await asyncio.sleep(delay)
+        yield frame({"content": piece})
+    yield frame({}, "stop")
+    if include_usage:
+        tail = {"id": ident, "object": "chat.completion.chunk", "created": created,
+                "model": model, "choices": [], "usage": usage}
+        yield f"data: {json.dumps(tail)}\n\n".encode()
+    yield b"data: [DONE]\n\n"
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class StubServer:
+    """Runs the stub on a real port in a background thread (its own event loop)."""
+
+    def __init__(self, port: int | None = None, latency: float = 0.0) -> None:
+        self.port = port or free_port()
+        self.state = StubState(latency=latency)
+        self.app = create_stub_app(self.state)
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
+                                lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> StubServer:
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("LLM stub did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+
+    def script(self, *replies: dict[str, Any]) -> None:
+        self.state.script.extend(replies)
+
+    def reset(self) -> None:
+        self.state.reset()
+
+    @property
+    def requests(self) -> list[dict[str, Any]]:
+        return self.state.requests
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9100)
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds before each reply")
+    parser.add_argument("--no-record", action="store_true", help="do not keep request bodies")
+    args = parser.parse_args()
+    state = StubState(latency=args.latency, record_requests=not args.no_record)
+    uvicorn.run(create_stub_app(state), host=args.host, port=args.port, log_level="warning",
+                access_log=False)
+
+
+if __name__ == "__main__":
+    main()
