@@ -13,12 +13,16 @@ from crew_platform.agents.router import router as agents_router
 from crew_platform.common.http import install_error_handlers
 from crew_platform.db import create_engine, create_sessionmaker
 from crew_platform.edge.body_limit import BodyLimitMiddleware
+from crew_platform.edge.ratelimit import RateLimitMiddleware, RateLimits
 from crew_platform.engine.dispatch import Dispatcher
 from crew_platform.engine.runner import ExecutionRunner
 from crew_platform.events.bus import create_bus
 from crew_platform.executions.router import router as executions_router
 from crew_platform.llm.gateway import LLMGateway
 from crew_platform.llm.router import router as models_router
+from crew_platform.realtime.hub import Hub
+from crew_platform.realtime.sse import router as sse_router
+from crew_platform.realtime.ws import router as ws_router
 from crew_platform.settings import Settings, get_settings
 from crew_platform.tasks.router import router as tasks_router
 from crew_platform.workflows.router import router as workflows_router
@@ -41,17 +45,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await bus.start()
         gateway = LLMGateway(settings)
         dispatcher = Dispatcher(ExecutionRunner(sessionmaker, bus, gateway), sessionmaker)
+        hub = Hub(bus, settings.ws_queue_size)
+        hub.start()
         app.state.settings = settings
         app.state.engine = engine
         app.state.sessionmaker = sessionmaker
         app.state.bus = bus
         app.state.gateway = gateway
         app.state.dispatcher = dispatcher
+        app.state.hub = hub
         await dispatcher.recover()
         try:
             yield
         finally:
             await dispatcher.shutdown()
+            hub.stop()
             await gateway.aclose()
             await bus.stop()
             await engine.dispose()
@@ -64,8 +72,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    for router in (agents_router, workflows_router, tasks_router, executions_router,
-                   models_router):
+    app.add_middleware(RateLimitMiddleware, limits=RateLimits(settings))
+    for router in (agents_router, workflows_router, tasks_router, sse_router, executions_router,
+                   models_router, ws_router):
         app.include_router(router)
 
     @app.get("/health", tags=["health"], summary="Liveness and database check")

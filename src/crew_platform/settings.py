@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     rate_limit_api: str = "100/minute"
     rate_limit_ws: str = "5/minute"
     trusted_proxies: str = ""
+    rate_limit_key_prefix: str = "crew_platform"
 
     ws_queue_size: int = Field(default=1000, ge=1)
     ws_ping_interval_seconds: float = Field(default=20.0, gt=0)
