@@ -1,4 +1,4 @@
-"""A real HTTP server speaking the OpenAI chat-completions protocol, for tests, benchmarks and demos.
+"""A real HTTP server speaking the OpenAI chat-completions protocol, for tests, benchmarks, demos.
 
 Replies are scripted through an admin API, else derived from the prompt, so runs are
 deterministic. It can also misbehave on purpose: a status with headers (429 + Retry-After, 500),
@@ -11,9 +11,15 @@ Admin API (not part of OpenAI's):
     POST /_config   {"latency": 0.1, "models": [...], "chunk_words": 3}
     GET  /_requests the chat requests received, newest last
     POST /_reset    forget scripts, requests and config
+    POST /_open     {"gate": "name"} let the requests held at that gate go on
 Reply fields: content, latency, status, headers, body, fault ("drop" | "malformed" | "hang"),
               match (substring of the last user message), model (only for this model),
-              chunk_delay (seconds between chunks), usage (false to omit the usage report).
+              chunk_delay (seconds between chunks), usage (false to omit the usage report, or
+              {"prompt_tokens": n, "completion_tokens": m} to report those numbers),
+              gate (hold the request until the gate is opened), quorum (with gate: the gate
+              opens by itself once this many requests wait at it).
+A request held by a gate or a hang notices when its client goes away: it is then marked
+`"_disconnected": true` in /_requests and `disconnects` counts it.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +57,12 @@ class StubState:
     script: list[dict[str, Any]] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
     record_requests: bool = True
+    generation: int = 0
+    active: int = 0
+    max_active: int = 0
+    disconnects: int = 0
+    opened_gates: set[str] = field(default_factory=set)
+    waiting: dict[str, int] = field(default_factory=dict)
 
     def reset(self) -> None:
         self.latency = 0.0
@@ -58,6 +70,12 @@ class StubState:
         self.models = list(DEFAULT_MODELS)
         self.script.clear()
         self.requests.clear()
+        self.generation += 1  # requests still in flight from before no longer count
+        self.active = 0
+        self.max_active = 0
+        self.disconnects = 0
+        self.opened_gates.clear()
+        self.waiting.clear()
 
     def take_reply(self, model: str, prompt: str) -> dict[str, Any]:
         for i, reply in enumerate(self.script):
@@ -98,15 +116,67 @@ def create_stub_app(state: StubState | None = None) -> Starlette:
             payload = await request.json()
         except ValueError:
             return JSONResponse({"error": {"message": "invalid JSON"}}, status_code=400)
+        generation = state.generation
+        state.active += 1
+        state.max_active = max(state.max_active, state.active)
+
+        def done() -> None:
+            if state.generation == generation:
+                state.active -= 1
+
+        streaming = False
+        try:
+            response = await _answer(request, payload)
+            if isinstance(response, StreamingResponse):
+                streaming = True
+                response.body_iterator = _counted(response.body_iterator, done)
+            return response
+        finally:
+            if not streaming:
+                done()
+
+    async def _counted(body: AsyncIterable[Any], done: Callable[[], None]) -> AsyncIterator[Any]:
+        try:
+            async for piece in body:
+                yield piece
+        finally:
+            done()
+
+    async def _hold(request: Request, record: dict[str, Any], until: Any) -> bool:
+        """Wait until `until()` is true; False if the client went away first."""
+        while not until():
+            if await request.is_disconnected():
+                record["_disconnected"] = True
+                state.disconnects += 1
+                return False
+            await asyncio.sleep(0.01)
+        return True
+
+    async def _answer(request: Request, payload: dict[str, Any]) -> Response:
         model = str(payload.get("model", ""))
         messages = payload.get("messages") or []
         prompt = _last_user_message(messages)
+        record: dict[str, Any] = {
+            "received_at": time.time(), "_auth": request.headers.get("authorization"), **payload
+        }
         if state.record_requests:
-            state.requests.append({"received_at": time.time(), **payload})
+            state.requests.append(record)
         reply = state.take_reply(model, prompt)
+        if "gate" in reply:
+            gate = str(reply["gate"])
+            state.waiting[gate] = state.waiting.get(gate, 0) + 1
+            quorum = reply.get("quorum")
+            if quorum is not None and state.waiting[gate] >= int(quorum):
+                state.opened_gates.add(gate)
+            try:
+                if not await _hold(request, record, lambda: gate in state.opened_gates):
+                    return Response(status_code=499)
+            finally:
+                state.waiting[gate] = max(0, state.waiting.get(gate, 1) - 1)
         await asyncio.sleep(float(reply.get("latency", state.latency)))
         if reply.get("fault") == "hang":
-            await asyncio.sleep(3600)
+            await _hold(request, record, lambda: False)
+            return Response(status_code=499)
         if "status" in reply:
             body = reply.get("body", {"error": {"message": f"scripted {reply['status']}"}})
             return JSONResponse(body, status_code=int(reply["status"]),
@@ -122,6 +192,8 @@ def create_stub_app(state: StubState | None = None) -> Starlette:
             "prompt_tokens": sum(_words(str(m.get("content", ""))) for m in messages),
             "completion_tokens": _words(content),
         }
+        if isinstance(reply.get("usage"), dict):
+            usage = {k: int(reply["usage"][k]) for k in ("prompt_tokens", "completion_tokens")}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         created = int(time.time())
         ident = f"chatcmpl-stub-{time.monotonic_ns()}"
@@ -169,6 +241,11 @@ def create_stub_app(state: StubState | None = None) -> Starlette:
         state.reset()
         return JSONResponse({"reset": True})
 
+    async def open_gate(request: Request) -> Response:
+        body = await request.json()
+        state.opened_gates.add(str(body["gate"]))
+        return JSONResponse({"opened": body["gate"]})
+
     app = Starlette(routes=[
         Route("/v1/chat/completions", chat, methods=["POST"]),
         Route("/v1/models", models, methods=["GET"]),
@@ -176,6 +253,7 @@ def create_stub_app(state: StubState | None = None) -> Starlette:
         Route("/_config", configure, methods=["POST"]),
         Route("/_requests", recorded, methods=["GET"]),
         Route("/_reset", reset, methods=["POST"]),
+        Route("/_open", open_gate, methods=["POST"]),
     ])
     app.state.stub = state
     return app
@@ -260,9 +338,26 @@ class StubServer:
     def reset(self) -> None:
         self.state.reset()
 
+    def open_gate(self, name: str) -> None:
+        self.state.opened_gates.add(name)
+
+    def waiting_at(self, name: str) -> int:
+        """How many requests are held at gate `name` right now."""
+        return self.state.waiting.get(name, 0)
+
     @property
     def requests(self) -> list[dict[str, Any]]:
         return self.state.requests
+
+    @property
+    def max_active(self) -> int:
+        """Most chat requests the stub was answering at the same time since the last reset."""
+        return self.state.max_active
+
+    @property
+    def disconnects(self) -> int:
+        """Requests whose client hung up while the stub was still holding them."""
+        return self.state.disconnects
 
 
 def main() -> None:
