@@ -37,6 +37,10 @@ class Completion:
         return self.prompt_tokens + self.completion_tokens
 
 
+class BrokenStream(Exception):
+    """The provider's answer was not a complete chat-completion stream."""
+
+
 @dataclass
 class ModelInfo:
     id: str
@@ -116,8 +120,9 @@ class LLMGateway:
                         f"Model provider answered {exc.status_code}: {_short(exc.message)}",
                         {"provider": ref.provider, "model": ref.model, "status": exc.status_code},
                     ) from exc
-                except (openai.APIError, ValueError) as exc:
-                    # Connection dropped mid-stream, malformed chunk, or the SDK's retries ran out.
+                except (openai.APIError, ValueError, BrokenStream) as exc:
+                    # Connection dropped mid-stream, malformed or truncated stream, or the SDK's
+                    # own retries ran out.
                     if attempt == attempts or isinstance(exc, openai.APITimeoutError):
                         raise LLMError(
                             f"Model call failed after {attempt} attempt(s): {_describe(exc)}",
@@ -149,17 +154,25 @@ class LLMGateway:
         )
         pieces: list[str] = []
         completion = Completion(text="")
+        chunks = 0
+        finished = False
         async with stream:
             async for chunk in stream:
+                chunks += 1
                 if chunk.usage is not None:
                     completion.prompt_tokens = chunk.usage.prompt_tokens or 0
                     completion.completion_tokens = chunk.usage.completion_tokens or 0
-                for choice in chunk.choices:
+                for choice in chunk.choices or ():
+                    finished = finished or choice.finish_reason is not None
                     text = choice.delta.content if choice.delta else None
                     if text:
                         pieces.append(text)
                         if on_chunk is not None:
                             await on_chunk(text, attempt)
+        if not chunks:
+            raise BrokenStream("the provider answered without a stream of completion chunks")
+        if not finished:
+            raise BrokenStream("the stream ended before the answer was finished")
         completion.text = "".join(pieces)
         return completion
 
