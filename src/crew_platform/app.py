@@ -73,8 +73,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RateLimitMiddleware, limits=RateLimits(settings))
-    for router in (agents_router, workflows_router, tasks_router, sse_router, executions_router,
-                   models_router, ws_router):
+    for router in (
+        agents_router,
+        workflows_router,
+        tasks_router,
+        sse_router,
+        executions_router,
+        models_router,
+        ws_router,
+    ):
         app.include_router(router)
 
     @app.get("/health", tags=["health"], summary="Liveness and database check")

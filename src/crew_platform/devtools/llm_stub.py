@@ -157,7 +157,9 @@ def create_stub_app(state: StubState | None = None) -> Starlette:
         messages = payload.get("messages") or []
         prompt = _last_user_message(messages)
         record: dict[str, Any] = {
-            "received_at": time.time(), "_auth": request.headers.get("authorization"), **payload
+            "received_at": time.time(),
+            "_auth": request.headers.get("authorization"),
+            **payload,
         }
         if state.record_requests:
             state.requests.append(record)
@@ -179,12 +181,17 @@ def create_stub_app(state: StubState | None = None) -> Starlette:
             return Response(status_code=499)
         if "status" in reply:
             body = reply.get("body", {"error": {"message": f"scripted {reply['status']}"}})
-            return JSONResponse(body, status_code=int(reply["status"]),
-                                headers=reply.get("headers", {}))
+            return JSONResponse(
+                body, status_code=int(reply["status"]), headers=reply.get("headers", {})
+            )
         if model not in state.models:
             return JSONResponse(
-                {"message": f"Model {model} does not exist or you do not have access to it.",
-                 "type": "not_found_error", "param": "model", "code": "model_not_found"},
+                {
+                    "message": f"Model {model} does not exist or you do not have access to it.",
+                    "type": "not_found_error",
+                    "param": "model",
+                    "code": "model_not_found",
+                },
                 status_code=404,
             )
         content = str(reply.get("content", default_answer(model, prompt)))
@@ -200,27 +207,40 @@ def create_stub_app(state: StubState | None = None) -> Starlette:
         if not payload.get("stream"):
             if reply.get("fault") == "malformed":
                 return Response("{not json", media_type="application/json")
-            return JSONResponse({
-                "id": ident, "object": "chat.completion", "created": created, "model": model,
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": content}}],
-                "usage": usage,
-            })
+            return JSONResponse(
+                {
+                    "id": ident,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": model,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "stop",
+                            "message": {"role": "assistant", "content": content},
+                        }
+                    ],
+                    "usage": usage,
+                }
+            )
         include_usage = bool((payload.get("stream_options") or {}).get("include_usage"))
         if reply.get("usage") is False:
             include_usage = False
         return StreamingResponse(
-            _stream(ident, created, model, content, usage, include_usage, reply,
-                    state.chunk_words),
+            _stream(ident, created, model, content, usage, include_usage, reply, state.chunk_words),
             media_type="text/event-stream",
         )
 
     async def models(_: Request) -> Response:
-        return JSONResponse({
-            "object": "list",
-            "data": [{"id": m, "object": "model", "created": 0, "owned_by": "stub"}
-                     for m in state.models],
-        })
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [
+                    {"id": m, "object": "model", "created": 0, "owned_by": "stub"}
+                    for m in state.models
+                ],
+            }
+        )
 
     async def script(request: Request) -> Response:
         body = await request.json()
@@ -246,15 +266,17 @@ def create_stub_app(state: StubState | None = None) -> Starlette:
         state.opened_gates.add(str(body["gate"]))
         return JSONResponse({"opened": body["gate"]})
 
-    app = Starlette(routes=[
-        Route("/v1/chat/completions", chat, methods=["POST"]),
-        Route("/v1/models", models, methods=["GET"]),
-        Route("/_script", script, methods=["POST"]),
-        Route("/_config", configure, methods=["POST"]),
-        Route("/_requests", recorded, methods=["GET"]),
-        Route("/_reset", reset, methods=["POST"]),
-        Route("/_open", open_gate, methods=["POST"]),
-    ])
+    app = Starlette(
+        routes=[
+            Route("/v1/chat/completions", chat, methods=["POST"]),
+            Route("/v1/models", models, methods=["GET"]),
+            Route("/_script", script, methods=["POST"]),
+            Route("/_config", configure, methods=["POST"]),
+            Route("/_requests", recorded, methods=["GET"]),
+            Route("/_reset", reset, methods=["POST"]),
+            Route("/_open", open_gate, methods=["POST"]),
+        ]
+    )
     app.state.stub = state
     return app
 
@@ -270,13 +292,17 @@ async def _stream(
     chunk_words: int,
 ) -> AsyncIterator[bytes]:
     def frame(delta: dict[str, Any], finish: str | None = None) -> bytes:
-        chunk = {"id": ident, "object": "chat.completion.chunk", "created": created,
-                 "model": model,
-                 "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        chunk = {
+            "id": ident,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
         return f"data: {json.dumps(chunk)}\n\n".encode()
 
     words = content.split(" ")
-    pieces = [" ".join(words[i:i + chunk_words]) for i in range(0, len(words), chunk_words)]
+    pieces = [" ".join(words[i : i + chunk_words]) for i in range(0, len(words), chunk_words)]
     pieces = [p + (" " if i < len(pieces) - 1 else "") for i, p in enumerate(pieces)]
     yield frame({"role": "assistant", "content": ""})
     delay = float(reply.get("chunk_delay", 0.0))
@@ -291,8 +317,14 @@ async def _stream(
         yield frame({"content": piece})
     yield frame({}, "stop")
     if include_usage:
-        tail = {"id": ident, "object": "chat.completion.chunk", "created": created,
-                "model": model, "choices": [], "usage": usage}
+        tail = {
+            "id": ident,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [],
+            "usage": usage,
+        }
         yield f"data: {json.dumps(tail)}\n\n".encode()
     yield b"data: [DONE]\n\n"
 
@@ -310,8 +342,9 @@ class StubServer:
         self.port = port or free_port()
         self.state = StubState(latency=latency)
         self.app = create_stub_app(self.state)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
-                                lifespan="off")
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
@@ -368,8 +401,13 @@ def main() -> None:
     parser.add_argument("--no-record", action="store_true", help="do not keep request bodies")
     args = parser.parse_args()
     state = StubState(latency=args.latency, record_requests=not args.no_record)
-    uvicorn.run(create_stub_app(state), host=args.host, port=args.port, log_level="warning",
-                access_log=False)
+    uvicorn.run(
+        create_stub_app(state),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+    )
 
 
 if __name__ == "__main__":

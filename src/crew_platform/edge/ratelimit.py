@@ -12,6 +12,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from typing import cast
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import Storage
@@ -68,12 +69,15 @@ class RateLimits:
         self.ws = parse_limit(settings.rate_limit_ws)
         self._trusted = parse_networks(settings.trusted_proxies)
         self._prefix = settings.rate_limit_key_prefix
-        self.storage: Storage = (
-            storage_from_string(
-                "async+" + settings.redis_url, implementation="redispy", key_prefix=self._prefix
-            )
-            if settings.redis_url
-            else storage_from_string("async+memory://")
+        self.storage = cast(
+            Storage,
+            (
+                storage_from_string(
+                    "async+" + settings.redis_url, implementation="redispy", key_prefix=self._prefix
+                )
+                if settings.redis_url
+                else storage_from_string("async+memory://")
+            ),
         )
         self._limiter = MovingWindowRateLimiter(self.storage)
 
@@ -122,12 +126,17 @@ def _is_exempt(path: str) -> bool:
 
 
 def _refusal_body(verdict: Verdict, what: str) -> bytes:
-    return json.dumps({
-        "error": "RATE_LIMITED",
-        "message": f"Too many {what}; retry in {verdict.retry_after} s",
-        "details": {"limit": verdict.limit, "retry_after": verdict.retry_after,
-                    "reset": verdict.reset_at},
-    }).encode()
+    return json.dumps(
+        {
+            "error": "RATE_LIMITED",
+            "message": f"Too many {what}; retry in {verdict.retry_after} s",
+            "details": {
+                "limit": verdict.limit,
+                "retry_after": verdict.retry_after,
+                "reset": verdict.reset_at,
+            },
+        }
+    ).encode()
 
 
 class RateLimitMiddleware:
@@ -147,9 +156,17 @@ class RateLimitMiddleware:
         verdict = await self.limits.check(item, "api", self.limits.client_ip(scope))
         if not verdict.allowed:
             body = _refusal_body(verdict, "requests")
-            await send({"type": "http.response.start", "status": 429, "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()), *verdict.headers()]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 429,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                        *verdict.headers(),
+                    ],
+                }
+            )
             await send({"type": "http.response.body", "body": body})
             return
 
@@ -172,10 +189,23 @@ class RateLimitMiddleware:
             return
         if "websocket.http.response" in scope.get("extensions", {}):
             body = _refusal_body(verdict, "WebSocket connections")
-            await send({"type": "websocket.http.response.start", "status": 429, "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()), *verdict.headers()]})
+            await send(
+                {
+                    "type": "websocket.http.response.start",
+                    "status": 429,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                        *verdict.headers(),
+                    ],
+                }
+            )
             await send({"type": "websocket.http.response.body", "body": body})
         else:
-            await send({"type": "websocket.close", "code": 1008,
-                        "reason": "rate limited: too many WebSocket connections"})
+            await send(
+                {
+                    "type": "websocket.close",
+                    "code": 1008,
+                    "reason": "rate limited: too many WebSocket connections",
+                }
+            )

@@ -17,11 +17,17 @@ from crew_platform.events.bus import EventBus
 from crew_platform.events.types import Event, EventType
 
 CHANNELS = ("workflow", "agent", "execution")
-AGENT_EVENTS = frozenset({
-    EventType.TASK_STARTED, EventType.TASK_COMPLETED, EventType.TASK_FAILED,
-    EventType.TASK_SKIPPED, EventType.TASK_CANCELLED, EventType.TASK_OUTPUT_CHUNK,
-    EventType.AGENT_TEST_COMPLETED,
-})
+AGENT_EVENTS = frozenset(
+    {
+        EventType.TASK_STARTED,
+        EventType.TASK_COMPLETED,
+        EventType.TASK_FAILED,
+        EventType.TASK_SKIPPED,
+        EventType.TASK_CANCELLED,
+        EventType.TASK_OUTPUT_CHUNK,
+        EventType.AGENT_TEST_COMPLETED,
+    }
+)
 
 
 @dataclass(eq=False)

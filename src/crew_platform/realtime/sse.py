@@ -58,8 +58,12 @@ def _frame(message: dict[str, Any], with_id: bool = True) -> ServerSentEvent:
     "/{execution_id}/events",
     summary="Stream execution events (Server-Sent Events)",
     response_class=EventSourceResponse,
-    responses={200: {"content": {"text/event-stream": {}},
-                     "description": "`id:` is the event's seq; resume with Last-Event-ID"}},
+    responses={
+        200: {
+            "content": {"text/event-stream": {}},
+            "description": "`id:` is the event's seq; resume with Last-Event-ID",
+        }
+    },
 )
 async def execution_events(
     execution_id: int,
@@ -97,11 +101,13 @@ async def execution_events(
                 status = await db.scalar(
                     select(Execution.status).where(Execution.id == execution_id)
                 )
-                rows = (await db.scalars(
-                    select(ExecutionLog)
-                    .where(ExecutionLog.execution_id == execution_id, ExecutionLog.seq > last)
-                    .order_by(ExecutionLog.seq)
-                )).all()
+                rows = (
+                    await db.scalars(
+                        select(ExecutionLog)
+                        .where(ExecutionLog.execution_id == execution_id, ExecutionLog.seq > last)
+                        .order_by(ExecutionLog.seq)
+                    )
+                ).all()
             for row in rows:
                 last = row.seq
                 yield _frame(_log_message(row, workflow_id))

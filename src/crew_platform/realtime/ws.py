@@ -35,8 +35,9 @@ def _error(code: str, message: str, **extra: Any) -> dict[str, Any]:
 
 
 class Session:
-    def __init__(self, websocket: WebSocket, hub: Hub,
-                 sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self, websocket: WebSocket, hub: Hub, sessions: async_sessionmaker[AsyncSession]
+    ) -> None:
         self.websocket = websocket
         self.hub = hub
         self.sessions = sessions
@@ -57,18 +58,24 @@ class Session:
             return
         kind = message["type"]
         if kind == "ping":
-            self.reply({"type": "pong", "timestamp": _now(),
-                        "client_timestamp": message.get("timestamp")})
+            self.reply(
+                {"type": "pong", "timestamp": _now(), "client_timestamp": message.get("timestamp")}
+            )
             return
         action, _, channel = kind.partition("_")
         if action in ("subscribe", "unsubscribe") and channel in _TARGETS:
             await self._subscription(action, channel, message)
             return
-        self.reply(_error(
-            "UNKNOWN_TYPE", f"Unknown message type {kind!r}",
-            accepted=["ping", *(f"{a}_{c}" for a in ("subscribe", "unsubscribe")
-                                for c in _TARGETS)],
-        ))
+        self.reply(
+            _error(
+                "UNKNOWN_TYPE",
+                f"Unknown message type {kind!r}",
+                accepted=[
+                    "ping",
+                    *(f"{a}_{c}" for a in ("subscribe", "unsubscribe") for c in _TARGETS),
+                ],
+            )
+        )
 
     async def _subscription(self, action: str, channel: str, message: dict[str, Any]) -> None:
         field, model = _TARGETS[channel]
@@ -88,8 +95,9 @@ class Session:
         async with self.sessions() as session:
             exists = await session.get(model, ident) is not None
         if not exists:
-            self.reply(_error("NOT_FOUND", f"{channel.capitalize()} {ident} not found",
-                              field=field))
+            self.reply(
+                _error("NOT_FOUND", f"{channel.capitalize()} {ident} not found", field=field)
+            )
             return
         self.connection.subscriptions[key] = stream
         self.reply({"type": "subscribed", "channel": channel, field: ident, "stream": stream})
@@ -124,7 +132,9 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
     connection = session.connection
     tasks = [
         asyncio.create_task(_reader(session)),
-        asyncio.create_task(_writer(websocket, connection, state.settings.ws_ping_interval_seconds)),
+        asyncio.create_task(
+            _writer(websocket, connection, state.settings.ws_ping_interval_seconds)
+        ),
         asyncio.create_task(connection.overflow_signal.wait()),
     ]
     try:
@@ -132,13 +142,16 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
         if connection.overflowed:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(
-                    websocket.close(CLOSE_SLOW_CONSUMER,
-                                    "client too slow: outgoing queue overflowed"),
+                    websocket.close(
+                        CLOSE_SLOW_CONSUMER, "client too slow: outgoing queue overflowed"
+                    ),
                     timeout=2,
                 )
         for task in done:
-            if not task.cancelled() and (exc := task.exception()) is not None and not isinstance(
-                exc, WebSocketDisconnect | RuntimeError
+            if (
+                not task.cancelled()
+                and (exc := task.exception()) is not None
+                and not isinstance(exc, WebSocketDisconnect | RuntimeError)
             ):
                 raise exc
     finally:

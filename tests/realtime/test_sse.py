@@ -1,0 +1,114 @@
+"""Server-sent events: live stream, replay from Last-Event-ID, end after the final event."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+
+from crew_platform.devtools.llm_stub import StubServer
+from tests.realtime.conftest import build_workflow
+from tests.support import LiveServer, wait_for_execution
+
+
+async def read_sse(
+    http: httpx.AsyncClient, path: str, headers: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """Read a stream to its end; each frame as {"id", "event", "data"}."""
+    frames: list[dict[str, Any]] = []
+    current: dict[str, Any] = {}
+    async with http.stream("GET", path, headers=headers or {}) as response:
+        assert response.status_code == 200, await response.aread()
+        assert response.headers["content-type"].startswith("text/event-stream")
+        async for line in response.aiter_lines():
+            if not line:
+                if "data" in current:
+                    frames.append(current)
+                current = {}
+                continue
+            if line.startswith(":"):
+                continue
+            key, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            current[key] = json.loads(value) if key == "data" else value
+    return frames
+
+
+async def test_live_stream_from_pending_to_final_event(
+    realtime_server: LiveServer, http: httpx.AsyncClient, stub: StubServer
+) -> None:
+    built = await build_workflow(http, [{}, {}])
+    wf = built["workflow"]["id"]
+    await http.post(f"/api/v1/workflows/{wf}/pause")
+    run = (await http.post(f"/api/v1/workflows/{wf}/execute", json={})).json()
+    assert run["status"] == "pending"
+
+    reader = asyncio.create_task(read_sse(http, f"/api/v1/executions/{run['id']}/events"))
+    await asyncio.sleep(0.3)
+    assert not reader.done()
+    await http.post(f"/api/v1/workflows/{wf}/resume")
+    frames = await reader
+    kinds = [f["event"] for f in frames]
+    assert kinds[0] == "workflow_started"
+    assert kinds[-1] == "workflow_completed"
+    assert kinds.count("task_completed") == 2
+    assert [int(f["id"]) for f in frames] == [f["data"]["seq"] for f in frames]
+    assert [f["data"]["seq"] for f in frames] == sorted(f["data"]["seq"] for f in frames)
+
+
+async def test_last_event_id_replays_what_was_missed(
+    realtime_server: LiveServer, http: httpx.AsyncClient, stub: StubServer
+) -> None:
+    built = await build_workflow(http, [{}, {}])
+    run = (await http.post(f"/api/v1/workflows/{built['workflow']['id']}/execute", json={})).json()
+    await wait_for_execution(http, run["id"])
+    everything = await read_sse(http, f"/api/v1/executions/{run['id']}/events")
+    assert [f["event"] for f in everything] == [
+        "workflow_started",
+        "task_started",
+        "task_completed",
+        "task_started",
+        "task_completed",
+        "workflow_completed",
+    ]
+    missed = await read_sse(http, f"/api/v1/executions/{run['id']}/events", {"Last-Event-ID": "3"})
+    assert [f["data"] for f in missed] == [f["data"] for f in everything[3:]]
+    logs = (await http.get(f"/api/v1/executions/{run['id']}/logs")).json()
+    assert [entry["seq"] for entry in logs] == [f["data"]["seq"] for f in everything]
+    assert [entry["event"] for entry in logs] == [f["event"] for f in everything]
+    nothing = await read_sse(
+        http,
+        f"/api/v1/executions/{run['id']}/events",
+        {"Last-Event-ID": str(everything[-1]["data"]["seq"])},
+    )
+    assert nothing == []
+
+
+async def test_chunks_only_when_asked(
+    realtime_server: LiveServer, http: httpx.AsyncClient, stub: StubServer
+) -> None:
+    stub.state.chunk_words = 1
+    built = await build_workflow(http, [{}])
+    wf = built["workflow"]["id"]
+    await http.post(f"/api/v1/workflows/{wf}/pause")
+    run = (await http.post(f"/api/v1/workflows/{wf}/execute", json={})).json()
+    reader = asyncio.create_task(
+        read_sse(http, f"/api/v1/executions/{run['id']}/events?stream=true")
+    )
+    await asyncio.sleep(0.3)
+    await http.post(f"/api/v1/workflows/{wf}/resume")
+    frames = await reader
+    chunks = [f for f in frames if f["event"] == "task_output_chunk"]
+    completed = next(f for f in frames if f["event"] == "task_completed")
+    assert chunks and all("id" not in f for f in chunks)
+    assert "".join(f["data"]["chunk"] for f in chunks) == completed["data"]["output"]
+
+
+async def test_unknown_execution_is_a_404_envelope(
+    realtime_server: LiveServer, http: httpx.AsyncClient
+) -> None:
+    response = await http.get("/api/v1/executions/987654/events")
+    assert response.status_code == 404
+    assert response.json()["error"] == "NOT_FOUND"
