@@ -22,10 +22,15 @@ from tests.support import LiveServer
 
 
 @pytest.fixture
-async def limited_client(tmp_path: Path, sqlite_template: Path) -> AsyncIterator[Any]:
+def sqlite_url(tmp_path: Path, sqlite_template: Path) -> str:
     target = tmp_path / "crew.db"
     target.write_bytes(sqlite_template.read_bytes())
-    settings = make_settings(f"sqlite+aiosqlite:///{target}", rate_limit_api="5/minute")
+    return f"sqlite+aiosqlite:///{target}"
+
+
+@pytest.fixture
+async def limited_client(sqlite_url: str) -> AsyncIterator[Any]:
+    settings = make_settings(sqlite_url, rate_limit_api="5/minute")
     app = create_app(settings)
     async with LifespanManager(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
@@ -61,10 +66,8 @@ async def test_health_and_docs_are_exempt(limited_client: httpx.AsyncClient) -> 
     assert (await limited_client.get("/api/v1/agents/")).status_code == 200
 
 
-async def test_off_disables_the_limit(tmp_path: Path, sqlite_template: Path) -> None:
-    target = tmp_path / "crew.db"
-    target.write_bytes(sqlite_template.read_bytes())
-    app = create_app(make_settings(f"sqlite+aiosqlite:///{target}", rate_limit_api="off"))
+async def test_off_disables_the_limit(sqlite_url: str) -> None:
+    app = create_app(make_settings(sqlite_url, rate_limit_api="off"))
     async with LifespanManager(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
@@ -104,7 +107,8 @@ async def test_websocket_handshakes_over_the_limit_are_refused(ws_limited: LiveS
     assert refused.value.response.status_code == 429
     assert b"RATE_LIMITED" in refused.value.response.body
     # The REST API has its own budget.
-    assert httpx.get(ws_limited.base_url + "/api/v1/agents/").status_code == 200
+    async with httpx.AsyncClient(base_url=ws_limited.base_url) as http:
+        assert (await http.get("/api/v1/agents/")).status_code == 200
 
 
 def _redis_problem() -> str | None:

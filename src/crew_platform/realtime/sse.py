@@ -8,6 +8,7 @@ Streamed model chunks carry no `id:` (they are not persisted) and come only with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -84,10 +85,8 @@ async def execution_events(
 
     def listener(event: Event) -> None:
         if event.execution_id == execution_id and (stream or not event.is_chunk):
-            try:
+            with contextlib.suppress(asyncio.QueueFull):
                 live.put_nowait(event)
-            except asyncio.QueueFull:
-                pass
 
     bus = request.app.state.bus
     unsubscribe = bus.subscribe(listener)
