@@ -158,6 +158,8 @@ async def test_streamed_chunks_join_up_to_the_stored_output(
         ('{"type": "subscribe_workflow", "workflow_id": 999999}', "NOT_FOUND"),
         ('{"type": "subscribe_agent", "agent_id": 999999}', "NOT_FOUND"),
         ('{"type": "subscribe_execution", "execution_id": 999999}', "NOT_FOUND"),
+        ('{"type": "subscribe_workflow", "workflow_id": 99999999999999999999999}', "NOT_FOUND"),
+        ('{"type": "subscribe_workflow", "workflow_id": -1}', "NOT_FOUND"),
     ],
 )
 async def test_bad_messages_get_an_error_and_the_connection_stays_open(

@@ -16,6 +16,9 @@ from crew_platform.realtime.hub import Connection, Hub
 
 router = APIRouter(tags=["realtime"])
 
+MAX_ID = 2**31 - 1
+"""Ids are 32-bit integers in the database; larger ones cannot exist."""
+
 CLOSE_SLOW_CONSUMER = 4008
 """Close code for a client that fell more than WS_QUEUE_SIZE messages behind."""
 
@@ -82,6 +85,11 @@ class Session:
         ident = message.get(field)
         if isinstance(ident, bool) or not isinstance(ident, int):
             self.reply(_error("INVALID_MESSAGE", f"'{field}' must be an integer", field=field))
+            return
+        if not 1 <= ident <= MAX_ID:
+            self.reply(
+                _error("NOT_FOUND", f"{channel.capitalize()} {ident} not found", field=field)
+            )
             return
         stream = message.get("stream", False)
         if not isinstance(stream, bool):
