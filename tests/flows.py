@@ -151,9 +151,20 @@ def system_prompt(request: dict[str, Any]) -> str:
     return str(next(m["content"] for m in request["messages"] if m["role"] == "system"))
 
 
-def calls_for(stub: StubServer, marker: str) -> list[dict[str, Any]]:
-    """The chat requests whose task prompt contains `marker` (a task name)."""
-    return [r for r in list(stub.requests) if marker in user_prompt(r)]
+def task_prefix(name: str) -> str:
+    """How the task prompt of the task called `name` begins (descriptions start with the name,
+    see make_task); earlier outputs quoted as context further down never match it."""
+    return f"Current Task: {name}:"
+
+
+def for_task(name: str, **reply: Any) -> dict[str, Any]:
+    """A scripted stub reply for the call of task `name` only."""
+    return {"prefix": task_prefix(name), **reply}
+
+
+def calls_for(stub: StubServer, name: str) -> list[dict[str, Any]]:
+    """The chat requests the stub received for task `name`."""
+    return [r for r in list(stub.requests) if user_prompt(r).startswith(task_prefix(name))]
 
 
 # -- an app with the test's own settings -----------------------------------------------------

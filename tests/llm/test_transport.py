@@ -43,7 +43,11 @@ async def test_agent_parameters_and_key_reach_every_call(
     client: httpx.AsyncClient, stub: StubServer
 ) -> None:
     _, workflow, _ = await pipeline(
-        client, ["First", "Second"], model="gpt-oss-120b", temperature="0.25", top_p="0.5",
+        client,
+        ["First", "Second"],
+        model="gpt-oss-120b",
+        temperature="0.25",
+        top_p="0.5",
         max_tokens=321,
     )
     done = await wait_for_execution(client, (await execute(client, workflow["id"]))["id"])
@@ -83,9 +87,10 @@ async def test_output_is_streamed_and_each_chunk_published(
 async def test_tokens_come_from_the_providers_usage_report(
     client: httpx.AsyncClient, stub: StubServer
 ) -> None:
-    stub.script({"content": "short answer", "usage": {"prompt_tokens": 1234,
-                                                      "completion_tokens": 56}})
-    agent, workflow, tasks = await pipeline(client, ["Counted"])
+    stub.script(
+        {"content": "short answer", "usage": {"prompt_tokens": 1234, "completion_tokens": 56}}
+    )
+    _agent, workflow, tasks = await pipeline(client, ["Counted"])
     done = await wait_for_execution(client, (await execute(client, workflow["id"]))["id"])
     assert done["tokens_used"] == 1290
     (run,) = await task_runs(client, tasks[0]["id"])
@@ -96,8 +101,11 @@ async def test_429_with_retry_after_is_waited_out_then_succeeds(
     client: httpx.AsyncClient, stub: StubServer
 ) -> None:
     stub.script(
-        {"status": 429, "headers": {"retry-after": "1.2"},
-         "body": {"error": {"message": "rate limited"}}},
+        {
+            "status": 429,
+            "headers": {"retry-after": "1.2"},
+            "body": {"error": {"message": "rate limited"}},
+        },
         {"content": "after the wait"},
     )
     done = await run_one(client)
@@ -151,9 +159,7 @@ async def test_body_that_is_not_a_stream_is_retried_not_taken_as_empty_answer(
     assert len(stub.requests) == 2
 
 
-async def test_timeout_is_retried_then_succeeds(
-    database_url: str, stub: StubServer
-) -> None:
+async def test_timeout_is_retried_then_succeeds(database_url: str, stub: StubServer) -> None:
     settings = make_settings(database_url, stub, llm_timeout_seconds=0.3, llm_max_retries=1)
     stub.script({"fault": "hang"}, {"content": "on time"})
     async with running_app(settings) as (_, client):
@@ -182,7 +188,7 @@ async def test_server_errors_exhausted_fail_the_task_with_a_clear_error(
 ) -> None:
     # llm_max_retries is 2 in the test settings: three calls in all.
     stub.script(*[{"status": 500, "body": {"error": {"message": "upstream exploded"}}}] * 3)
-    agent, workflow, tasks = await pipeline(client, ["Doomed"])
+    _agent, workflow, tasks = await pipeline(client, ["Doomed"])
     done = await wait_for_execution(client, (await execute(client, workflow["id"]))["id"])
     assert done["status"] == "failed"
     assert len(stub.requests) == 3
@@ -232,7 +238,7 @@ async def test_without_a_key_runs_fail_fast_and_everything_else_is_served(
     assert settings.cerebras_api_key is None
     async with running_app(settings) as (_, client):
         assert (await client.get("/health")).status_code == 200
-        agent, workflow, tasks = await pipeline(client, ["Never"])
+        agent, workflow, _tasks = await pipeline(client, ["Never"])
         assert (await client.get(f"{API}/agents/{agent['id']}")).status_code == 200
         assert (await client.get(f"{API}/tasks/workflow/{workflow['id']}")).status_code == 200
         run = await execute(client, workflow["id"])

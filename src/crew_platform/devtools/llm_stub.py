@@ -13,7 +13,8 @@ Admin API (not part of OpenAI's):
     POST /_reset    forget scripts, requests and config
     POST /_open     {"gate": "name"} let the requests held at that gate go on
 Reply fields: content, latency, status, headers, body, fault ("drop" | "malformed" | "hang"),
-              match (substring of the last user message), model (only for this model),
+              match (substring of the last user message), prefix (the last user message
+              starts with it), model (only for this model),
               chunk_delay (seconds between chunks), usage (false to omit the usage report, or
               {"prompt_tokens": n, "completion_tokens": m} to report those numbers),
               gate (hold the request until the gate is opened), quorum (with gate: the gate
@@ -78,14 +79,23 @@ class StubState:
         self.waiting.clear()
 
     def take_reply(self, model: str, prompt: str) -> dict[str, Any]:
+        """The first queued reply for this call; one that names this prompt wins over one that
+        names none."""
+
+        def targeted(reply: dict[str, Any]) -> bool:
+            return "match" in reply or "prefix" in reply
+
+        def fits(reply: dict[str, Any]) -> bool:
+            return (
+                reply.get("model") in (None, model)
+                and ("match" not in reply or reply["match"] in prompt)
+                and ("prefix" not in reply or prompt.startswith(reply["prefix"]))
+            )
+
         for i, reply in enumerate(self.script):
-            if reply.get("model") not in (None, model):
+            if not fits(reply):
                 continue
-            if "match" in reply and reply["match"] not in prompt:
-                continue
-            if "match" not in reply and any(
-                "match" in r and r["match"] in prompt for r in self.script
-            ):
+            if not targeted(reply) and any(targeted(r) and fits(r) for r in self.script):
                 continue
             return self.script.pop(i)
         return {}

@@ -1,0 +1,107 @@
+"""POST /agents/{id}/test: one inline call, answered in the spec's shape, never a 5xx."""
+
+from __future__ import annotations
+
+import httpx
+
+from crew_platform.devtools.llm_stub import StubServer
+from tests.conftest import make_settings
+from tests.flows import API, make_agent, running_app, system_prompt, user_prompt
+
+
+async def test_agent_test_answers_in_the_spec_shape(
+    client: httpx.AsyncClient, stub: StubServer
+) -> None:
+    agent = await make_agent(
+        client,
+        role="Content Creator",
+        goal="Create engaging content",
+        temperature="0.6",
+        top_p="0.9",
+        max_tokens=512,
+    )
+    stub.script(
+        {"content": "Agent response", "usage": {"prompt_tokens": 140, "completion_tokens": 10}}
+    )
+    response = await client.post(
+        f"{API}/agents/{agent['id']}/test",
+        json={"input": "Test input for the agent", "context": {"additional": "context data"}},
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {
+        "agent_id",
+        "input",
+        "output",
+        "execution_time",
+        "tokens_used",
+        "success",
+        "error",
+    }
+    assert body["agent_id"] == agent["id"]
+    assert body["input"] == "Test input for the agent"
+    assert body["output"] == "Agent response"
+    assert body["tokens_used"] == 150
+    assert body["success"] is True
+    assert body["error"] is None
+    assert isinstance(body["execution_time"], float) and body["execution_time"] >= 0
+    (request,) = stub.requests
+    assert "Content Creator" in system_prompt(request)
+    assert "Test input for the agent" in user_prompt(request)
+    assert '"additional": "context data"' in user_prompt(request)
+    assert (request["temperature"], request["top_p"], request["max_tokens"]) == (0.6, 0.9, 512)
+
+
+async def test_agent_test_model_failure_is_success_false(
+    client: httpx.AsyncClient, stub: StubServer
+) -> None:
+    agent = await make_agent(client)
+    stub.script(*[{"status": 500, "body": {"error": {"message": "overloaded"}}}] * 3)
+    response = await client.post(f"{API}/agents/{agent['id']}/test", json={"input": "hi"})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["success"] is False
+    assert body["output"] is None
+    assert body["tokens_used"] == 0
+    assert "LLM_ERROR" in body["error"] and "overloaded" in body["error"]
+
+
+async def test_agent_test_with_unknown_model_names_it(
+    client: httpx.AsyncClient, stub: StubServer
+) -> None:
+    agent = await make_agent(client, model="retired-model-1")
+    response = await client.post(f"{API}/agents/{agent['id']}/test", json={"input": "hi"})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["success"] is False
+    assert "MODEL_NOT_FOUND" in body["error"]
+    assert "retired-model-1" in body["error"]
+    assert "gpt-oss-120b" in body["error"]
+
+
+async def test_agent_test_when_the_stream_keeps_breaking(
+    client: httpx.AsyncClient, stub: StubServer
+) -> None:
+    agent = await make_agent(client)
+    stub.script(*[{"content": "a b c d e f g h i j", "fault": "drop"}] * 3)
+    response = await client.post(f"{API}/agents/{agent['id']}/test", json={"input": "hi"})
+    assert response.status_code == 200
+    assert response.json()["success"] is False
+    assert "after 3 attempt(s)" in response.json()["error"]
+
+
+async def test_agent_test_without_a_key(database_url: str) -> None:
+    async with running_app(make_settings(database_url, None)) as (_, client):
+        agent = await make_agent(client)
+        response = await client.post(f"{API}/agents/{agent['id']}/test", json={"input": "hi"})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["success"] is False
+    assert body["error"].startswith("LLM_NOT_CONFIGURED")
+    assert "CEREBRAS_API_KEY" in body["error"]
+
+
+async def test_agent_test_of_missing_agent_is_404(client: httpx.AsyncClient) -> None:
+    response = await client.post(f"{API}/agents/999/test", json={"input": "hi"})
+    assert response.status_code == 404
+    assert response.json()["error"] == "NOT_FOUND"
