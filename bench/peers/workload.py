@@ -1,0 +1,185 @@
+"""The one workload every contender runs: a linear chain of N tasks, one agent per task.
+
+Standard library only: the peer drivers import this file from their own virtualenvs. The
+prompt layout mirrors the platform's (persona as system prompt, task plus every earlier output
+as user prompt), so the floor and LangGraph send the same bytes per call that our engine does.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+MODEL = "llama3.1-8b"
+FINAL = ("completed", "failed", "cancelled")
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    name: str
+    role: str
+    goal: str
+    backstory: str
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    description: str
+    expected_output: str
+
+
+def agent(i: int) -> AgentSpec:
+    return AgentSpec(
+        name=f"bench-agent-{i}",
+        role=f"Research analyst number {i}",
+        goal=f"Produce step {i} of a short report on the history of the printing press",
+        backstory=(
+            f"Analyst {i} has written many concise technical reports and keeps every answer "
+            "short, factual and free of filler."
+        ),
+    )
+
+
+def task(i: int) -> TaskSpec:
+    return TaskSpec(
+        name=f"bench-task-{i}",
+        description=(
+            f"Step {i}: write one paragraph that continues the report on the printing press, "
+            "building on the context from earlier steps."
+        ),
+        expected_output="One short paragraph of plain text.",
+    )
+
+
+def system_prompt(a: AgentSpec) -> str:
+    return "\n".join([f"You are {a.role}.", f"Your personal goal is: {a.goal}", a.backstory])
+
+
+def user_prompt(t: TaskSpec, context: list[tuple[str, str]]) -> str:
+    parts = [
+        f"Current Task: {t.description}",
+        f"This is the expected criteria for your final answer: {t.expected_output}",
+    ]
+    if context:
+        body = "\n\n".join(f"## {title}\n{output}" for title, output in context)
+        parts.append("This is the context you're working with:\n" + body)
+    parts.append("Begin! Give your best complete final answer.")
+    return "\n\n".join(parts)
+
+
+def messages(i: int, context: list[tuple[str, str]]) -> list[dict[str, str]]:
+    return [
+        {"role": "system", "content": system_prompt(agent(i))},
+        {"role": "user", "content": user_prompt(task(i), context)},
+    ]
+
+
+def peak_rss_kb() -> int:
+    """This process's peak resident set (VmHWM), in KiB; 0 where /proc is missing."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def reset_peak_rss() -> None:
+    """Start a new peak (Linux: writing 5 to clear_refs resets VmHWM)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+    except OSError:
+        pass
+
+
+def config_from_argv() -> dict[str, Any]:
+    return dict(json.loads(sys.argv[1]))
+
+
+def emit(result: dict[str, Any]) -> None:
+    print(json.dumps(result), flush=True)
+
+
+async def run_concurrent(
+    make_one: Any, k: int, limit_s: float
+) -> tuple[float, list[float], int, str | None]:
+    """Start k runs at once; returns wall, per-run completion latencies, errors, first error."""
+    import asyncio
+
+    errors = 0
+    first: str | None = None
+    latencies: list[float] = []
+    runs = [make_one(i) for i in range(k)]
+    began = time.perf_counter()
+
+    async def one(run: Any) -> None:
+        nonlocal errors, first
+        try:
+            await run()
+            latencies.append(time.perf_counter() - began)
+        except Exception as exc:
+            errors += 1
+            first = first or f"{type(exc).__name__}: {str(exc)[:200]}"
+
+    await asyncio.wait_for(asyncio.gather(*(one(r) for r in runs)), timeout=limit_s)
+    return time.perf_counter() - began, latencies, errors, first
+
+
+def concurrency_main(make_factory: Any, config: dict[str, Any]) -> list[dict[str, Any]]:
+    """Runs each K of config["ks"] (config["reps"][str(k)] times) until the time budget is spent.
+
+    A K whose previous size already took longer than the budget is not attempted: the peers
+    are given every size they can manage in the time a benchmark run can afford.
+    """
+    import asyncio
+
+    out: list[dict[str, Any]] = []
+    budget = float(config.get("budget_s", 60))
+    previous_wall = 0.0
+    previous_k = 0
+    for k in config["ks"]:
+        projected = previous_wall * k / previous_k if previous_k else 0.0
+        if projected > budget:
+            out.append({"k": k, "skipped": f"projected {projected:.0f} s > budget {budget:.0f} s"})
+            continue
+        reps = int(config.get("reps", {}).get(str(k), 1))
+        walls: list[float] = []
+        lat: list[float] = []
+        errors = 0
+        first: str | None = None
+        reset_peak_rss()
+        for _ in range(reps):
+            factory = make_factory(k)
+            try:
+                wall, latencies, errs, err = asyncio.run(
+                    run_concurrent(factory, k, limit_s=budget * 2)
+                )
+            except TimeoutError:
+                out.append({"k": k, "skipped": f"timed out after {budget * 2:.0f} s"})
+                break
+            walls.append(wall)
+            lat.extend(latencies)
+            errors += errs
+            first = first or err
+        else:
+            out.append(
+                {
+                    "k": k,
+                    "walls": walls,
+                    "latencies": lat,
+                    "errors": errors,
+                    "first_error": first,
+                    "peak_rss_kb": peak_rss_kb(),
+                }
+            )
+            previous_wall, previous_k = min(walls), k
+            continue
+        break
+    return out

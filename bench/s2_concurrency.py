@@ -1,0 +1,428 @@
+"""Scenario 2: K concurrent executions of a 3-task linear workflow at 200 ms per model call.
+
+Ours: one `crew-platform serve` process per backend (SQLite, PostgreSQL); the benchmark fires K
+POST /workflows/{id}/execute at once from its own process, then reads every execution's
+`completed_at`. Completion latency of one execution = its completed_at - the moment its POST was
+sent; wall = last completed_at - first POST. Events are checked in the execution log: each
+execution must have its 8 events with seq 1..8 (no gap). The peers and the floor run the same K
+inside their drivers (`akickoff`, `ainvoke`, the SDK) with a time budget per K.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+from dataclasses import dataclass, field
+
+import httpx
+
+from bench import peer_envs
+from bench.common import (
+    Context,
+    Server,
+    create_workflow,
+    db_session,
+    fmt,
+    median,
+    migrate,
+    parse_ts,
+    percentile,
+    postgres_database,
+    spread,
+    sqlite_url,
+)
+from bench.report import ScenarioResult, Table, Target, line_chart
+
+LATENCY = 0.2
+TASKS = 3
+IDEAL = TASKS * LATENCY
+EVENTS_PER_EXECUTION = 2 + 2 * TASKS
+
+
+@dataclass
+class Point:
+    contender: str
+    k: int
+    walls: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    lost_events: int | None = None
+    peak_rss_mb: float | None = None
+    note: str = ""
+
+    @property
+    def wall(self) -> float:
+        return median(self.walls)
+
+    @property
+    def rate(self) -> float:
+        return self.k / self.wall if self.walls else float("nan")
+
+
+def plan(ctx: Context) -> tuple[list[int], dict[int, int]]:
+    if ctx.smoke:
+        return [1], {1: 1}
+    ks = [1, 10, 20, 100, 500, 1000]
+    reps = {1: 3, 10: 3, 20: 3, 100: 2, 500: 1, 1000: 1}
+    if ctx.reps:
+        reps = dict.fromkeys(ks, ctx.reps)
+    return ks, reps
+
+
+async def _count(client: httpx.AsyncClient, workflow_id: int, status: str) -> int:
+    response = await client.get(
+        "/api/v1/executions/", params={"workflow_id": workflow_id, "status": status, "limit": 1}
+    )
+    response.raise_for_status()
+    return int(response.headers.get("X-Total-Count", "0"))
+
+
+async def _burst(server: Server, k: int, point: Point, tag: str, limit_s: float) -> None:
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=300, limits=limits) as client:
+        workflow_id, _ = await create_workflow(client, TASKS, tag)
+        sent: dict[int, float] = {}
+        errors = 0
+
+        async def one() -> None:
+            nonlocal errors
+            at = time.time()
+            try:
+                response = await client.post(f"/api/v1/workflows/{workflow_id}/execute", json={})
+                response.raise_for_status()
+                sent[int(response.json()["id"])] = at
+            except httpx.HTTPError:
+                errors += 1
+
+        first = time.time()
+        await asyncio.gather(*(one() for _ in range(k)))
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            done = sum(
+                [await _count(client, workflow_id, s) for s in ("completed", "failed", "cancelled")]
+            )
+            if done >= len(sent):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            point.note = f"timed out after {limit_s:.0f} s"
+        finished: list[float] = []
+        skip = 0
+        while True:
+            page = (
+                await client.get(
+                    "/api/v1/executions/",
+                    params={"workflow_id": workflow_id, "limit": 1000, "skip": skip},
+                )
+            ).json()
+            for row in page:
+                if row["status"] == "completed" and row.get("completed_at"):
+                    at = parse_ts(row["completed_at"])
+                    finished.append(at)
+                    point.latencies.append(at - sent.get(int(row["id"]), first))
+                else:
+                    errors += 1
+            if len(page) < 1000:
+                break
+            skip += 1000
+        point.errors += errors
+        if finished:
+            point.walls.append(max(finished) - first)
+        point.lost_events = (point.lost_events or 0) + await _lost_events(
+            server.database_url, list(sent)
+        )
+
+
+async def _lost_events(database_url: str, ids: list[int]) -> int:
+    """Executions whose log is short of the 8 events or has a gap in seq."""
+    from sqlalchemy import func, select
+
+    from crew_platform.models import ExecutionLog
+
+    if not ids:
+        return 0
+    lost = 0
+    async with db_session(database_url) as conn:
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            rows = (
+                await conn.execute(
+                    select(ExecutionLog.execution_id, func.count(), func.max(ExecutionLog.seq))
+                    .where(ExecutionLog.execution_id.in_(chunk))
+                    .group_by(ExecutionLog.execution_id)
+                )
+            ).all()
+            seen = {r[0]: (r[1], r[2]) for r in rows}
+            for eid in chunk:
+                count, top = seen.get(eid, (0, 0))
+                if count != EVENTS_PER_EXECUTION or top != count:
+                    lost += 1
+    return lost
+
+
+def _ours(
+    ctx: Context, backend: str, admin: str | None, ks: list[int], reps: dict[int, int]
+) -> list[Point]:
+    points: list[Point] = []
+    label = f"ours, HTTP ({backend})"
+    with contextlib.ExitStack() as stack:
+        url = (
+            stack.enter_context(postgres_database(admin, "s2"))
+            if admin
+            else sqlite_url(ctx.workdir, "s2")
+        )
+        if admin:
+            migrate(url, ctx.workdir)
+        server = Server(url, ctx.stub, ctx.workdir).start()
+        stack.callback(server.stop)
+        ctx.stub.configure(LATENCY)
+        previous: Point | None = None
+        for k in ks:
+            point = Point(label, k)
+            points.append(point)
+            if previous is not None and previous.walls and previous.wall * k / previous.k > 240:
+                point.note = f"not attempted: projected {previous.wall * k / previous.k:.0f} s"
+                continue
+            ctx.log(f"s2 {label} K={k}")
+            server.reset_peak()
+            for rep in range(reps[k]):
+                try:
+                    asyncio.run(_burst(server, k, point, f"s2-{k}-{rep}", limit_s=300))
+                except Exception as exc:
+                    point.note = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
+                    break
+            point.peak_rss_mb = server.peak_rss_mb()
+            previous = point
+    return points
+
+
+def _driver(
+    ctx: Context,
+    label: str,
+    python: str,
+    driver: str,
+    ks: list[int],
+    reps: dict[int, int],
+    budget: float,
+) -> list[Point]:
+    ctx.log(f"s2 {label}")
+    ctx.stub.configure(LATENCY)
+    config = {
+        "mode": "concurrency",
+        "base_url": ctx.stub.base_url,
+        "n": TASKS,
+        "ks": ks,
+        "reps": {str(k): v for k, v in reps.items()},
+        "budget_s": budget,
+    }
+    try:
+        out = peer_envs.run_driver(python, driver, config, timeout=budget * 2 * len(ks) + 300)
+    except Exception as exc:
+        return [Point(label, ks[0], note=f"failed: {str(exc)[:300]}")]
+    points = []
+    for item in out["results"]:
+        point = Point(label, int(item["k"]))
+        if "skipped" in item:
+            point.note = f"not attempted: {item['skipped']}"
+        else:
+            point.walls = list(item["walls"])
+            point.latencies = list(item["latencies"])
+            point.errors = int(item["errors"])
+            point.peak_rss_mb = item["peak_rss_kb"] / 1024
+            if item.get("first_error"):
+                point.note = f"first error: {item['first_error'][:150]}"
+        points.append(point)
+    return points
+
+
+def run(ctx: Context, peers_ready: dict[str, bool]) -> ScenarioResult:
+    result = ScenarioResult(2, "concurrency", "Concurrency scaling")
+    ks, reps = plan(ctx)
+    points: list[Point] = []
+    backends: list[tuple[str, str | None]] = [("SQLite", None)]
+    if ctx.postgres:
+        backends.append(("PostgreSQL", ctx.postgres))
+    for backend, admin in backends:
+        points += _ours(ctx, backend, admin, ks, reps)
+    budget = 20.0 if ctx.smoke else 90.0
+    for peer in peer_envs.PEERS:
+        if ctx.smoke:
+            result.notes.append("Smoke run: the peers are not run in this scenario.")
+            break
+        if peers_ready.get(peer.name):
+            points += _driver(
+                ctx,
+                f"{peer.label} ({'akickoff' if peer.name == 'crewai' else 'ainvoke'})",
+                str(peer.python),
+                peer.driver,
+                ks,
+                reps,
+                budget,
+            )
+    points += _driver(
+        ctx, "bare OpenAI SDK (floor)", sys.executable, "floor_driver.py", ks, reps, budget
+    )
+    _tabulate(ctx, result, points, ks, reps)
+    return result
+
+
+def _tabulate(
+    ctx: Context, result: ScenarioResult, points: list[Point], ks: list[int], reps: dict[int, int]
+) -> None:
+    result.notes.append(
+        f"K concurrent executions of a {TASKS}-task linear workflow, stub latency "
+        f"{int(LATENCY * 1000)} ms: the ideal wall is {IDEAL:.1f} s whatever K. Runs per K: "
+        + ", ".join(f"K={k}: {reps[k]}" for k in ks)
+        + ". Wall and executions/s are medians over the runs (spread = min-max); p50/p99 pool "
+        "every execution's completion latency over the runs. Peak RSS is the server process's "
+        "(ours, VmHWM reset before each K) or the driver process's (peers, floor). 'lost "
+        "events' counts executions whose persisted log lacks one of its 8 events or has a gap; "
+        "WebSocket delivery is checked in scenario 4."
+    )
+    result.notes.append(
+        "Ours runs with the default `LLM_MAX_CONCURRENCY` = 64 (at most 64 model calls in "
+        "flight per process), so above ~64 concurrent executions our wall is bounded below by "
+        f"K x {TASKS} x {LATENCY} s / 64, by design. The peers and the floor have no such cap "
+        "(the OpenAI SDK allows 1000 connections)."
+    )
+    rows = []
+    for p in points:
+        if not p.walls:
+            rows.append(
+                [
+                    p.contender,
+                    str(p.k),
+                    "—",
+                    "—",
+                    "—",
+                    "—",
+                    "—",
+                    "—",
+                    "—",
+                    str(p.errors),
+                    "—",
+                    p.note or "no data",
+                ]
+            )
+            continue
+        rows.append(
+            [
+                p.contender,
+                str(p.k),
+                fmt(p.wall, 2),
+                spread(p.walls),
+                f"{p.wall / IDEAL:.2f}",
+                fmt(p.rate, 1),
+                fmt(percentile(p.latencies, 50), 2),
+                fmt(percentile(p.latencies, 99), 2),
+                fmt(p.peak_rss_mb, 0),
+                str(p.errors),
+                "—" if p.lost_events is None else str(p.lost_events),
+                p.note,
+            ]
+        )
+    result.tables.append(
+        Table(
+            "",
+            [
+                "contender",
+                "K",
+                "wall s",
+                "spread s",
+                "x ideal",
+                "executions/s",
+                "p50 s",
+                "p99 s",
+                "peak RSS MB",
+                "errors",
+                "lost events",
+                "note",
+            ],
+            rows,
+        )
+    )
+    labels = list(dict.fromkeys(p.contender for p in points))
+    series_wall: dict[str, tuple[list[float], list[float]]] = {}
+    series_rate: dict[str, tuple[list[float], list[float]]] = {}
+    for label in labels:
+        mine = [p for p in points if p.contender == label and p.walls]
+        series_wall[label] = ([p.k for p in mine], [p.wall for p in mine])
+        series_rate[label] = ([p.k for p in mine], [p.rate for p in mine])
+    charts = [
+        (
+            "s2-wall",
+            "Wall time of K concurrent 3-task runs (200 ms/call)",
+            "wall s",
+            series_wall,
+            ("ideal 0.6 s", IDEAL),
+            True,
+        ),
+        (
+            "s2-throughput",
+            "Executions per second at K concurrent runs",
+            "executions/s",
+            series_rate,
+            None,
+            True,
+        ),
+    ]
+    if len(ks) > 1:
+        for name, title, ylabel, series, reference, logy in charts:
+            path = ctx.chart(name)
+            if line_chart(
+                path,
+                title,
+                "K (concurrent executions)",
+                ylabel,
+                series,
+                reference=reference,
+                logy=logy,
+            ):
+                result.charts.append(path.name)
+    result.raw = {"points": [p.__dict__ for p in points]}
+
+    def at(prefix: str, k: int) -> Point | None:
+        return next(
+            (p for p in points if p.contender.startswith(prefix) and p.k == k and p.walls), None
+        )
+
+    k20 = [(b, at(f"ours, HTTP ({b})", 20)) for b in ("SQLite", "PostgreSQL")]
+    k20 = [(b, p) for b, p in k20 if p is not None]
+    if k20:
+        text = "; ".join(f"{b}: {p.wall / IDEAL:.2f}x ({p.wall:.2f} s)" for b, p in k20)
+        result.targets.append(
+            Target(
+                "20 concurrent 3-task runs within 1.3x the ideal 0.6 s",
+                text,
+                all(p.wall <= 1.3 * IDEAL for _, p in k20),
+            )
+        )
+    else:
+        result.targets.append(
+            Target("20 concurrent 3-task runs within 1.3x the ideal 0.6 s", "K=20 not run", None)
+        )
+    ours = at("ours, HTTP (PostgreSQL)", 1000)
+    lg = at("LangGraph", 1000)
+    if ours and lg:
+        ok = ours.rate >= lg.rate and ours.errors == 0 and ours.lost_events == 0
+        text = (
+            f"ours {ours.rate:.1f}/s (errors {ours.errors}, lost events {ours.lost_events}) "
+            f"vs LangGraph {lg.rate:.1f}/s"
+        )
+        result.targets.append(
+            Target(
+                "K=1000 on PostgreSQL: executions/s >= LangGraph's, no error, no lost event",
+                text,
+                ok,
+            )
+        )
+    else:
+        result.targets.append(
+            Target(
+                "K=1000 on PostgreSQL: executions/s >= LangGraph's, no error, no lost event",
+                "ours or LangGraph not measured at K=1000",
+                None,
+            )
+        )
