@@ -502,7 +502,10 @@ async def execution_stats(
         top_workflows=[
             WorkflowCount(workflow_id=w, count=c[0], successful=c[1], failed=c[2]) for w, c in top
         ],
-        error_breakdown=[ErrorCount(error=e, count=n) for e, n in errors.most_common()],
+        error_breakdown=[
+            ErrorCount(error=e, count=n)
+            for e, n in sorted(errors.items(), key=lambda kv: (-kv[1], kv[0]))
+        ],
     )
 
 

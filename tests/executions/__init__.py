@@ -1,0 +1,1 @@
+"""Executions suite: runs on SQLite and PostgreSQL (the `backend` fixture)."""
