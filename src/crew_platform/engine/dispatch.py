@@ -3,6 +3,11 @@
 Nothing here is fire-and-forget: every task is tracked, its failure is logged, shutdown cancels
 and awaits them all, and an execution submitted again while its task is still finishing (resume
 right after pause) is run again as soon as that task ends.
+
+Control requests reach a runner three ways: directly from the service in this process, through
+the store (runners re-read their execution's status at every task boundary), and on the event
+bus: a `workflow_cancelled` event, from whichever server process took the request, aborts this
+process's runner of that execution at once (with the Redis bus, across processes).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crew_platform.engine.runner import Control, ExecutionRunner
 from crew_platform.engine.states import ExecutionStatus
+from crew_platform.events.types import Event, EventType
 from crew_platform.models import Execution, Workflow
 
 log = logging.getLogger(__name__)
@@ -31,6 +37,7 @@ class Dispatcher:
         self._controls: dict[int, Control] = {}
         self._again: set[int] = set()
         self._closing = False
+        self._unsubscribe = runner.bus.subscribe(self._on_event)
 
     def submit(self, execution_id: int) -> None:
         if self._closing:
@@ -54,6 +61,20 @@ class Dispatcher:
         if execution_id in self._again:
             self._again.discard(execution_id)
             self.submit(execution_id)
+
+    def _on_event(self, event: Event) -> None:
+        """Bus listener (must not block): a cancel taken by any process aborts our runner."""
+        if event.type != EventType.WORKFLOW_CANCELLED or event.execution_id is None:
+            return
+        job = self._jobs.get(event.execution_id)
+        control = self._controls.get(event.execution_id)
+        if job is None or control is None or control.begun_at_seq is None:
+            return  # not ours, or not begun: the runner reads the store before it starts
+        if event.seq is not None and event.seq <= control.begun_at_seq:
+            return  # an old cancel, from before a retry re-opened the execution
+        self._again.discard(event.execution_id)
+        control.cancel_requested = True
+        job.cancel()
 
     def is_running(self, execution_id: int) -> bool:
         return execution_id in self._jobs
@@ -102,6 +123,7 @@ class Dispatcher:
     async def shutdown(self) -> None:
         """Stop every runner without touching its state: the next start resumes them."""
         self._closing = True
+        self._unsubscribe()
         for execution_id, job in list(self._jobs.items()):
             self._controls[execution_id].shutting_down = True
             job.cancel()

@@ -38,11 +38,18 @@ DEFAULT_MAX_PARALLEL = 4
 
 @dataclass
 class Control:
-    """In-memory requests for one running execution (the store holds the durable ones)."""
+    """In-memory requests for one running execution.
+
+    The store holds the durable ones (an execution no longer `running` there must stop at the
+    next task boundary, whoever asked); these flags are the fast path of this process.
+    """
 
     pause_requested: bool = False
     cancel_requested: bool = False
     shutting_down: bool = False
+    begun_at_seq: int | None = None
+    """The execution's log position when this runner took it over: control events at or
+    before it were meant for an earlier runner."""
 
     @property
     def should_stop(self) -> bool:
@@ -113,8 +120,12 @@ class ExecutionRunner:
         self._bus = bus
         self._gateway = gateway
 
+    @property
+    def bus(self) -> EventBus:
+        return self._bus
+
     async def run(self, execution_id: int, control: Control) -> None:
-        state = await self._begin(execution_id)
+        state = await self._begin(execution_id, control)
         if state is None:
             return
         try:
@@ -136,7 +147,7 @@ class ExecutionRunner:
 
     # -- start -----------------------------------------------------------------------------
 
-    async def _begin(self, execution_id: int) -> RunState | None:
+    async def _begin(self, execution_id: int, control: Control) -> RunState | None:
         async with self._sessions() as session:
             journal = Journal(session, self._bus)
             execution = await session.get(Execution, execution_id)
@@ -154,6 +165,7 @@ class ExecutionRunner:
                 return None
             resumed_after_crash = execution.status == ES.RUNNING
             first_start = execution.last_seq == 0
+            control.begun_at_seq = execution.last_seq
             if not resumed_after_crash and not await move_execution(
                 session, execution_id, ES.RUNNING
             ):
@@ -285,7 +297,7 @@ class ExecutionRunner:
             if step.task_id in state.outputs:
                 done_before.append(step.task_id)
                 continue
-            if control.should_stop:
+            if await self._should_stop(state, control):
                 return Outcome.STOPPED
             result = await self._run_step(state, step, context_ids=list(done_before))
             if result.stopped:
@@ -303,9 +315,12 @@ class ExecutionRunner:
         stopped = False
         try:
             while waiting or in_flight:
-                if state.failure is None and not control.should_stop and not stopped:
-                    ready = [p for p in waiting if all(d in state.outputs for d in p.depends_on)]
-                    for step in ready[: max(0, state.max_parallel - len(in_flight))]:
+                ready = [p for p in waiting if all(d in state.outputs for d in p.depends_on)]
+                room = max(0, state.max_parallel - len(in_flight))
+                if state.failure is None and not stopped and ready and room:
+                    stopped = await self._should_stop(state, control)
+                if state.failure is None and not stopped:
+                    for step in ready[:room]:
                         waiting.remove(step)
                         job = asyncio.create_task(
                             self._run_step(state, step, context_ids=list(step.depends_on))
@@ -334,6 +349,17 @@ class ExecutionRunner:
         if waiting:
             return Outcome.STOPPED
         return Outcome.COMPLETED
+
+    async def _should_stop(self, state: RunState, control: Control) -> bool:
+        """At a task boundary: stop if this process was asked to, or if the store says the
+        execution is no longer running (paused or cancelled through any server process)."""
+        if control.should_stop:
+            return True
+        async with self._sessions() as session:
+            status = await session.scalar(
+                select(Execution.status).where(Execution.id == state.execution_id)
+            )
+        return status != ES.RUNNING
 
     # -- one step --------------------------------------------------------------------------
 
