@@ -1,14 +1,17 @@
-"""Refuse request bodies over MAX_BODY_BYTES with 413, whether or not Content-Length is sent."""
+"""Refuse request bodies over MAX_BODY_BYTES with 413, whether or not Content-Length is sent.
+
+The body is read here, before the application sees the request: a declared Content-Length
+over the limit is refused at once, and a chunked (undeclared) body is counted as it arrives
+and refused as soon as it passes the limit. The application then gets the body in one
+message, so no framework code between here and the endpoint can turn "too large" into a
+different error.
+"""
 
 from __future__ import annotations
 
 import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-
-class _TooLarge(Exception):
-    pass
 
 
 class BodyLimitMiddleware:
@@ -29,37 +32,53 @@ class BodyLimitMiddleware:
                 if declared > self.max_bytes:
                     await self._refuse(send)
                     return
+
+        chunks: list[bytes] = []
         seen = 0
-        started = False
-
-        async def limited_receive() -> Message:
-            nonlocal seen
+        first: Message | None = None
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
+            if message["type"] != "http.request":
+                first = message  # the client went away; let the app see that
+                break
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_bytes:
                 await self._refuse(send)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        if first is None:
+            first = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+        replayed = False
+
+        async def replay_receive() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                assert first is not None
+                return first
+            return await receive()  # later calls wait for the disconnect, as usual
+
+        await self.app(scope, replay_receive, send)
 
     async def _refuse(self, send: Send) -> None:
-        body = json.dumps({
-            "error": "PAYLOAD_TOO_LARGE",
-            "message": f"Request body exceeds the limit of {self.max_bytes} bytes",
-            "details": {"max_bytes": self.max_bytes},
-        }).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
+        body = json.dumps(
+            {
+                "error": "PAYLOAD_TOO_LARGE",
+                "message": f"Request body exceeds the limit of {self.max_bytes} bytes",
+                "details": {"max_bytes": self.max_bytes},
+            }
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
