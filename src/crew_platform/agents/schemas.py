@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from crew_platform.common.schemas import RequestModel
 from crew_platform.common.types import (
     DecimalString,
+    Flag,
     Label,
     LongText,
     NameStr,
@@ -14,22 +16,33 @@ from crew_platform.common.types import (
     StrictInt,
     Temperature,
     TopP,
+    not_null_in_schema,
     reject_explicit_null,
 )
 
 MAX_TOKENS_CEILING = 1_000_000
-NOT_NULLABLE = ("name", "role", "goal", "model", "temperature", "max_tokens", "top_p",
-                "is_active", "capabilities", "tools")
+MaxTokens = Annotated[StrictInt, Field(ge=1, le=MAX_TOKENS_CEILING)]
+Labels = Annotated[list[Label], Field(max_length=200)]
+NOT_NULLABLE = (
+    "name",
+    "role",
+    "goal",
+    "model",
+    "temperature",
+    "max_tokens",
+    "top_p",
+    "is_active",
+    "capabilities",
+    "tools",
+)
 
 
-class AgentBase(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
+class AgentBase(RequestModel):
     backstory: LongText | None = None
-    is_active: bool = True
+    is_active: Flag = True
     config: dict[str, Any] | None = None
-    capabilities: list[Label] = Field(default_factory=list, max_length=200)
-    tools: list[Label] = Field(default_factory=list, max_length=200)
+    capabilities: Labels = Field(default_factory=list)
+    tools: Labels = Field(default_factory=list)
 
 
 class AgentCreate(AgentBase):
@@ -42,14 +55,13 @@ class AgentCreate(AgentBase):
         "Defaults to DEFAULT_MODEL (llama-4-maverick-17b-128e-instruct).",
     )
     temperature: Temperature = 0.6
-    max_tokens: StrictInt = Field(default=32768, ge=1, le=MAX_TOKENS_CEILING)
+    max_tokens: MaxTokens = 32768
     top_p: TopP = 0.9
 
 
-class AgentUpdate(BaseModel):
-    """Every field optional; only the fields sent are changed."""
-
-    model_config = ConfigDict(extra="ignore")
+class AgentUpdate(RequestModel):
+    """Every field optional; only the fields sent are changed. Fields that cannot be null may
+    be left out but not sent as null (`SkipJsonSchema[None]` keeps null out of the docs)."""
 
     name: NameStr | None = None
     role: RequiredText | None = None
@@ -57,13 +69,14 @@ class AgentUpdate(BaseModel):
     backstory: LongText | None = None
     model: NameStr | None = None
     temperature: Temperature | None = None
-    max_tokens: StrictInt | None = Field(default=None, ge=1, le=MAX_TOKENS_CEILING)
+    max_tokens: MaxTokens | None = None
     top_p: TopP | None = None
-    is_active: bool | None = None
+    is_active: Flag | None = None
     config: dict[str, Any] | None = None
-    capabilities: list[Label] | None = Field(default=None, max_length=200)
-    tools: list[Label] | None = Field(default=None, max_length=200)
+    capabilities: Labels | None = None
+    tools: Labels | None = None
 
+    model_config = ConfigDict(json_schema_extra=not_null_in_schema(*NOT_NULLABLE))
     _not_null = reject_explicit_null(*NOT_NULLABLE)
 
 
@@ -88,7 +101,7 @@ class AgentRead(BaseModel):
     tools: list[str]
 
 
-class AgentTestRequest(BaseModel):
+class AgentTestRequest(RequestModel):
     input: str = Field(min_length=1, max_length=200_000)
     context: dict[str, Any] | None = None
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
+from crew_platform.common.types import MAX_ID
 from crew_platform.errors import PlatformError
 
 log = logging.getLogger(__name__)
@@ -35,16 +37,39 @@ class ErrorBody(BaseModel):
 
     error: str = Field(examples=["NOT_FOUND"])
     message: str = Field(examples=["Agent 42 not found"])
-    details: dict[str, Any] = Field(default_factory=dict)
+    details: dict[str, Any] = Field(
+        description="Machine-readable context; `fields` names each bad field on a 422.",
+        examples=[{"resource": "agent", "id": 42}],
+    )
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (400, 404, 409, 413, 422, 429, 500)
 }
 
+TOTAL_COUNT: dict[int | str, dict[str, Any]] = {
+    200: {
+        "headers": {
+            "X-Total-Count": {
+                "description": "Number of matching records before `skip`/`limit`",
+                "schema": {"type": "integer", "minimum": 0},
+            }
+        }
+    }
+}
+"""`responses=` of list endpoints: documents the `X-Total-Count` header they set."""
 
-def envelope(status: int, code: str, message: str, details: dict[str, Any] | None = None,
-             headers: dict[str, str] | None = None) -> JSONResponse:
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="Resource id")]
+"""A resource id in the path; ids are positive 32-bit integers on every backend."""
+
+
+def envelope(
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
     body = {"error": code, "message": message, "details": details or {}}
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -56,24 +81,43 @@ def _field_name(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+def _message(err: Any) -> str:
+    """Pydantic's message without its "Value error, " prefix for our own validators."""
+    return str(err.get("msg", "invalid value")).removeprefix("Value error, ")
+
+
 async def _validation_handler(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
     if any(err.get("type") == "json_invalid" for err in errors):
         err = next(e for e in errors if e.get("type") == "json_invalid")
-        return envelope(400, "INVALID_JSON", "Request body is not valid JSON",
-                        {"reason": str(err.get("ctx", {}).get("error", "invalid JSON"))})
+        return envelope(
+            400,
+            "INVALID_JSON",
+            "Request body is not valid JSON",
+            {"reason": str(err.get("ctx", {}).get("error", "invalid JSON"))},
+        )
     fields: dict[str, str] = {}
     for err in errors:
         name = _field_name(tuple(err.get("loc", ())))
-        fields.setdefault(name, err.get("msg", "invalid value"))
+        fields.setdefault(name, _message(err))
     problems = "; ".join(f"{k}: {v}" for k, v in fields.items())
-    return envelope(422, "VALIDATION_ERROR", f"Invalid request: {problems}",
-                    {"fields": fields, "errors": [
-                        {"field": _field_name(tuple(e.get("loc", ()))), "message": e.get("msg"),
-                         "type": e.get("type")}
-                        for e in errors
-                    ]})
+    return envelope(
+        422,
+        "VALIDATION_ERROR",
+        f"Invalid request: {problems}",
+        {
+            "fields": fields,
+            "errors": [
+                {
+                    "field": _field_name(tuple(e.get("loc", ()))),
+                    "message": _message(e),
+                    "type": e.get("type"),
+                }
+                for e in errors
+            ],
+        },
+    )
 
 
 async def _platform_handler(_: Request, exc: Exception) -> JSONResponse:
@@ -91,7 +135,26 @@ async def _http_handler(request: Request, exc: Exception) -> JSONResponse:
         message = f"Method {request.method} not allowed on {request.url.path}"
     else:
         message = str(exc.detail)
-    return envelope(exc.status_code, code, message, {}, dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    details: dict[str, Any] = {}
+    if exc.status_code == 405:
+        # Starlette names only the first route matching the path; list every method it serves.
+        allowed = _allowed_methods(request)
+        headers["Allow"] = ", ".join(allowed)
+        details["allowed_methods"] = allowed
+    return envelope(exc.status_code, code, message, details, headers)
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    allowed = []
+    for method in _METHODS:
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes):
+            allowed.append(method)
+    return allowed
 
 
 async def _unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -111,7 +174,7 @@ class Page:
 
     def __init__(
         self,
-        skip: Annotated[int, Query(ge=0, description="Number of records to skip")] = 0,
+        skip: Annotated[int, Query(ge=0, le=MAX_ID, description="Number of records to skip")] = 0,
         limit: Annotated[
             int, Query(ge=1, le=1000, description="Maximum number of records to return")
         ] = 100,

@@ -2,9 +2,26 @@
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Callable
+from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, Field, PlainSerializer, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    PlainSerializer,
+    Strict,
+    WithJsonSchema,
+)
+
+# Ids are 32-bit on every backend (INTEGER primary keys); larger values cannot name a row.
+MAX_ID = 2**31 - 1
+
+_DECIMAL_TEXT = r"^\s*-?\d+(\.\d+)?\s*$"
+_DECIMAL_RE = re.compile(_DECIMAL_TEXT)
 
 
 def _strip_nonempty(value: str) -> str:
@@ -18,21 +35,49 @@ def _number_from_text(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError("must be a number or a numeric string, not a boolean")
     if isinstance(value, str):
-        try:
-            return float(value.strip())
-        except ValueError:
-            raise ValueError("must be a number or a numeric string such as \"0.6\"") from None
-    return value
-
-
-def _no_bool(value: Any) -> Any:
-    if isinstance(value, bool):
-        raise ValueError("must be an integer, not a boolean")
+        if not _DECIMAL_RE.match(value):
+            raise ValueError('must be a number or a decimal string such as "0.6"')
+        return float(value.strip())
     return value
 
 
 def _format_number(value: float) -> str:
-    return repr(float(value))
+    """Plain decimal notation, shortest round-trip digits: 0.6 -> "0.6", 1e-05 -> "0.00001"."""
+    text = format(Decimal(repr(float(value))), "f")
+    return text if "." in text else text + ".0"
+
+
+def unstorable(value: Any) -> str | None:
+    """Why a decoded JSON value cannot be stored or echoed faithfully, or None if it can.
+
+    PostgreSQL refuses NUL characters in text and JSONB, no UTF-8 encoder takes unpaired
+    surrogates, and JSON has no NaN or Infinity (Python's parser accepts them anyway).
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return "must not contain NUL (\\u0000) characters"
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return "must not contain unpaired surrogate characters"
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return "must not contain NaN or Infinity"
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return None
+
+
+def _storable_text(value: str) -> str:
+    if (problem := unstorable(value)) is not None:
+        raise ValueError(problem)
+    return value
 
 
 NameStr = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_strip_nonempty)]
@@ -41,29 +86,55 @@ RequiredText = Annotated[
 ]
 LongText = Annotated[str, Field(max_length=100_000)]
 Label = Annotated[str, Field(max_length=200)]
-StrictInt = Annotated[int, BeforeValidator(_no_bool)]
+StrictInt = Annotated[int, Strict()]
+"""A JSON integer: no booleans, no numeric strings, no floats."""
+Flag = Annotated[bool, Strict()]
+"""A JSON boolean: no 0/1, no "true"/"yes" strings."""
+ResourceRef = Annotated[StrictInt, Field(ge=1, le=MAX_ID)]
+"""An id naming another resource in a request body."""
+SafeText = Annotated[str, AfterValidator(_storable_text)]
+"""Text for query parameters: compared with stored text, so it must be storable too."""
 
-_NUMBER_OR_STRING = WithJsonSchema(
-    {"anyOf": [{"type": "number"}, {"type": "string", "pattern": r"^\s*-?\d+(\.\d+)?\s*$"}]}
-)
+
+def _number_or_string(minimum: float, maximum: float, example: str) -> WithJsonSchema:
+    return WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": minimum, "maximum": maximum},
+                {"type": "string", "pattern": _DECIMAL_TEXT},
+            ],
+            "description": f"A number from {minimum} to {maximum}, as a JSON number or a "
+            f'decimal string such as "{example}".',
+            "examples": [example],
+        }
+    )
+
+
 Temperature = Annotated[
     float,
     BeforeValidator(_number_from_text),
     Field(ge=0, le=2, allow_inf_nan=False),
-    _NUMBER_OR_STRING,
+    _number_or_string(0, 2, "0.6"),
 ]
 TopP = Annotated[
     float,
     BeforeValidator(_number_from_text),
     Field(ge=0, le=1, allow_inf_nan=False),
-    _NUMBER_OR_STRING,
+    _number_or_string(0, 1, "0.9"),
 ]
-DecimalString = Annotated[float, PlainSerializer(_format_number, return_type=str),
-                          WithJsonSchema({"type": "string", "examples": ["0.6"]})]
+DecimalString = Annotated[
+    float,
+    PlainSerializer(_format_number, return_type=str),
+    WithJsonSchema({"type": "string", "pattern": _DECIMAL_TEXT, "examples": ["0.6"]}),
+]
 
 
 def reject_explicit_null(*fields: str) -> Any:
-    """Validator for update schemas: a field may be left out, but not sent as null."""
+    """Validator for update schemas: a field may be left out, but not sent as null.
+
+    Pair it with `not_null_in_schema(*fields)` as the model's `json_schema_extra`, so the
+    documented schema does not offer null for these fields either.
+    """
     from pydantic import field_validator
 
     def _check(cls: type, value: Any) -> Any:
@@ -71,4 +142,21 @@ def reject_explicit_null(*fields: str) -> Any:
             raise ValueError("may be omitted but not set to null")
         return value
 
-    return field_validator(*fields)(classmethod(_check))  # type: ignore[arg-type]
+    return field_validator(*fields)(classmethod(_check))
+
+
+def not_null_in_schema(*fields: str) -> Callable[[dict[str, Any]], None]:
+    """`json_schema_extra` for update schemas: drop `null` from the listed optional fields."""
+
+    def _drop_null(schema: dict[str, Any]) -> None:
+        for name in fields:
+            prop = schema["properties"][name]
+            options = [o for o in prop.pop("anyOf", []) if o.get("type") != "null"]
+            if len(options) == 1:
+                prop.update(options[0])
+            elif options:
+                prop["anyOf"] = options
+            if prop.get("default", ...) is None:
+                del prop["default"]
+
+    return _drop_null

@@ -5,10 +5,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from crew_platform.common.schemas import RequestModel
 
-class ExecuteRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
 
+class ExecuteRequest(RequestModel):
     input_data: dict[str, Any] = Field(
         default_factory=dict,
         description="Run inputs; they fill `{placeholders}` in task descriptions.",

@@ -1,54 +1,75 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from crew_platform.common.types import LongText, NameStr, StrictInt, reject_explicit_null
+from crew_platform.common.schemas import RequestModel
+from crew_platform.common.types import (
+    Flag,
+    LongText,
+    NameStr,
+    ResourceRef,
+    StrictInt,
+    not_null_in_schema,
+    reject_explicit_null,
+)
+from crew_platform.engine.states import TaskRunStatus
 
-TaskStatus = str
-_INT32 = 2**31 - 1
+Rank = Annotated[StrictInt, Field(ge=-1_000_000, le=1_000_000)]
+Dependencies = Annotated[
+    list[ResourceRef],
+    Field(max_length=1000, description="Ids of tasks of the same workflow that must finish first."),
+]
+NOT_NULLABLE = (
+    "workflow_id",
+    "name",
+    "task_type",
+    "priority",
+    "order",
+    "dependencies",
+    "is_active",
+)
+TaskStatus = TaskRunStatus
+"""A task's status is that of its latest run, `pending` before any."""
 
 
-class TaskCreate(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    workflow_id: StrictInt = Field(ge=1, le=_INT32)
-    agent_id: StrictInt | None = Field(default=None, ge=1, le=_INT32)
+class TaskCreate(RequestModel):
+    workflow_id: ResourceRef
+    agent_id: ResourceRef | None = None
     name: NameStr
     description: LongText | None = None
     expected_output: LongText | None = Field(
         default=None, description="What a good answer looks like (as in CrewAI tasks)."
     )
     task_type: NameStr = "ai_task"
-    priority: StrictInt = Field(default=0, ge=-1_000_000, le=1_000_000)
-    order: StrictInt = Field(default=0, ge=-1_000_000, le=1_000_000)
+    priority: Rank = 0
+    order: Rank = 0
     input_data: dict[str, Any] | None = None
     config: dict[str, Any] | None = None
-    dependencies: list[StrictInt] = Field(default_factory=list, max_length=1000)
-    is_active: bool = True
+    dependencies: Dependencies = Field(default_factory=list)
+    is_active: Flag = True
 
 
-class TaskUpdate(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class TaskUpdate(RequestModel):
+    """Every field optional; only the fields sent are changed. `agent_id: null` unassigns."""
 
-    workflow_id: StrictInt | None = Field(default=None, ge=1, le=_INT32)
-    agent_id: StrictInt | None = Field(default=None, ge=1, le=_INT32)
+    workflow_id: ResourceRef | None = None
+    agent_id: ResourceRef | None = None
     name: NameStr | None = None
     description: LongText | None = None
     expected_output: LongText | None = None
     task_type: NameStr | None = None
-    priority: StrictInt | None = Field(default=None, ge=-1_000_000, le=1_000_000)
-    order: StrictInt | None = Field(default=None, ge=-1_000_000, le=1_000_000)
+    priority: Rank | None = None
+    order: Rank | None = None
     input_data: dict[str, Any] | None = None
     config: dict[str, Any] | None = None
-    dependencies: list[StrictInt] | None = Field(default=None, max_length=1000)
-    is_active: bool | None = None
+    dependencies: Dependencies | None = None
+    is_active: Flag | None = None
 
-    _not_null = reject_explicit_null(
-        "workflow_id", "name", "task_type", "priority", "order", "dependencies", "is_active"
-    )
+    model_config = ConfigDict(json_schema_extra=not_null_in_schema(*NOT_NULLABLE))
+    _not_null = reject_explicit_null(*NOT_NULLABLE)
 
 
 class TaskRead(BaseModel):
@@ -67,7 +88,7 @@ class TaskRead(BaseModel):
     config: dict[str, Any] | None
     dependencies: list[int]
     is_active: bool
-    status: str = Field(description="State of the task's latest run; `pending` before any.")
+    status: TaskStatus = Field(description="State of the task's latest run; `pending` before any.")
     created_at: datetime
     updated_at: datetime
     created_by: str | None

@@ -5,26 +5,34 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from crew_platform.common.types import LongText, NameStr, reject_explicit_null
+from crew_platform.common.schemas import RequestModel
+from crew_platform.common.types import (
+    Flag,
+    LongText,
+    NameStr,
+    not_null_in_schema,
+    reject_explicit_null,
+)
 
 WorkflowType = Literal["linear", "parallel"]
 MAX_PARALLEL_CEILING = 256
+NOT_NULLABLE = ("name", "workflow_type", "is_active")
 
 
 def _check_config(config: dict[str, Any] | None) -> dict[str, Any] | None:
     if config is None or "max_parallel" not in config:
         return config
     value = config["max_parallel"]
-    if isinstance(value, bool) or not isinstance(value, int) or not (
-        1 <= value <= MAX_PARALLEL_CEILING
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not (1 <= value <= MAX_PARALLEL_CEILING)
     ):
         raise ValueError(f"max_parallel must be an integer from 1 to {MAX_PARALLEL_CEILING}")
     return config
 
 
-class WorkflowCreate(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
+class WorkflowCreate(RequestModel):
     name: NameStr
     description: LongText | None = None
     workflow_type: WorkflowType = Field(
@@ -33,21 +41,22 @@ class WorkflowCreate(BaseModel):
         "`parallel`: a DAG by `dependencies`, up to `config.max_parallel` (default 4) at once.",
     )
     config: dict[str, Any] | None = None
-    is_active: bool = True
+    is_active: Flag = True
 
     _config = field_validator("config")(classmethod(lambda cls, v: _check_config(v)))
 
 
-class WorkflowUpdate(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class WorkflowUpdate(RequestModel):
+    """Every field optional; only the fields sent are changed."""
 
     name: NameStr | None = None
     description: LongText | None = None
     workflow_type: WorkflowType | None = None
     config: dict[str, Any] | None = None
-    is_active: bool | None = None
+    is_active: Flag | None = None
 
-    _not_null = reject_explicit_null("name", "workflow_type", "is_active")
+    model_config = ConfigDict(json_schema_extra=not_null_in_schema(*NOT_NULLABLE))
+    _not_null = reject_explicit_null(*NOT_NULLABLE)
     _config = field_validator("config")(classmethod(lambda cls, v: _check_config(v)))
 
 
