@@ -13,13 +13,13 @@ from crew_platform.agents.schemas import (
     AgentUpdate,
 )
 from crew_platform.common.deps import BusDep, SessionDep, SettingsDep
-from crew_platform.common.http import ERROR_RESPONSES, Page
+from crew_platform.common.http import ERROR_RESPONSES, TOTAL_COUNT, IdPath, Page
 from crew_platform.common.schemas import Deleted
 
 router = APIRouter(prefix="/api/v1/agents", tags=["agents"], responses=ERROR_RESPONSES)
 
 
-@router.get("/", response_model=list[AgentRead], summary="Get all agents")
+@router.get("/", response_model=list[AgentRead], responses=TOTAL_COUNT, summary="Get all agents")
 @router.get("", response_model=list[AgentRead], include_in_schema=False)
 async def list_agents(
     session: SessionDep,
@@ -36,33 +36,31 @@ async def list_agents(
 
 @router.post("/", response_model=AgentRead, status_code=201, summary="Create agent")
 @router.post("", response_model=AgentRead, status_code=201, include_in_schema=False)
-async def create_agent(
-    data: AgentCreate, session: SessionDep, settings: SettingsDep
-) -> AgentRead:
+async def create_agent(data: AgentCreate, session: SessionDep, settings: SettingsDep) -> AgentRead:
     agent = await service.create_agent(session, data=data, default_model=settings.default_model)
     return AgentRead.model_validate(agent)
 
 
 @router.get("/{agent_id}", response_model=AgentRead, summary="Get agent by ID")
-async def get_agent(agent_id: int, session: SessionDep) -> AgentRead:
+async def get_agent(agent_id: IdPath, session: SessionDep) -> AgentRead:
     return AgentRead.model_validate(await service.get_agent(session, agent_id))
 
 
 @router.put("/{agent_id}", response_model=AgentRead, summary="Update agent")
-async def update_agent(agent_id: int, data: AgentUpdate, session: SessionDep) -> AgentRead:
+async def update_agent(agent_id: IdPath, data: AgentUpdate, session: SessionDep) -> AgentRead:
     agent = await service.update_agent(session, agent_id=agent_id, data=data)
     return AgentRead.model_validate(agent)
 
 
 @router.delete("/{agent_id}", response_model=Deleted, summary="Delete agent")
-async def delete_agent(agent_id: int, session: SessionDep) -> Deleted:
+async def delete_agent(agent_id: IdPath, session: SessionDep) -> Deleted:
     await service.delete_agent(session, agent_id=agent_id)
     return Deleted(id=agent_id, message=f"Agent {agent_id} deleted")
 
 
 @router.post("/{agent_id}/test", response_model=AgentTestResult, summary="Test agent")
 async def test_agent(
-    agent_id: int, data: AgentTestRequest, session: SessionDep, request: Request, bus: BusDep
+    agent_id: IdPath, data: AgentTestRequest, session: SessionDep, request: Request, bus: BusDep
 ) -> AgentTestResult:
     """Runs the agent once on `input` (+ `context`) and answers inline; a model failure is
     `success: false` with the error, never a 5xx."""

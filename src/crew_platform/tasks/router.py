@@ -5,28 +5,39 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, Query, Response
 
 from crew_platform.common.deps import BusDep, DispatcherDep, SessionDep
-from crew_platform.common.http import ERROR_RESPONSES, Page
+from crew_platform.common.http import ERROR_RESPONSES, TOTAL_COUNT, IdPath, Page
 from crew_platform.common.schemas import Deleted
+from crew_platform.common.types import MAX_ID
 from crew_platform.executions import service as executions
 from crew_platform.executions.schemas import ExecuteRequest, ExecutionRead, TaskRetryResult
 from crew_platform.tasks import service
-from crew_platform.tasks.schemas import TaskCreate, TaskRead, TaskRunRead, TaskUpdate
+from crew_platform.tasks.schemas import TaskCreate, TaskRead, TaskRunRead, TaskStatus, TaskUpdate
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"], responses=ERROR_RESPONSES)
 
 
-@router.get("/", response_model=list[TaskRead], summary="Get all tasks")
+@router.get("/", response_model=list[TaskRead], responses=TOTAL_COUNT, summary="Get all tasks")
 @router.get("", response_model=list[TaskRead], include_in_schema=False)
 async def list_tasks(
     session: SessionDep,
     response: Response,
     page: Annotated[Page, Depends()],
-    workflow_id: Annotated[int | None, Query(description="Filter by workflow ID")] = None,
-    agent_id: Annotated[int | None, Query(description="Filter by agent ID")] = None,
-    status: Annotated[str | None, Query(max_length=32, description="Filter by status")] = None,
+    workflow_id: Annotated[
+        int | None, Query(ge=1, le=MAX_ID, description="Filter by workflow ID")
+    ] = None,
+    agent_id: Annotated[
+        int | None, Query(ge=1, le=MAX_ID, description="Filter by agent ID")
+    ] = None,
+    status: Annotated[
+        TaskStatus | None, Query(description="Filter by status (of the task's latest run)")
+    ] = None,
 ) -> list[TaskRead]:
     items, total = await service.list_tasks(
-        session, skip=page.skip, limit=page.limit, workflow_id=workflow_id, agent_id=agent_id,
+        session,
+        skip=page.skip,
+        limit=page.limit,
+        workflow_id=workflow_id,
+        agent_id=agent_id,
         status=status,
     )
     response.headers["X-Total-Count"] = str(total)
@@ -40,10 +51,15 @@ async def create_task(data: TaskCreate, session: SessionDep) -> TaskRead:
 
 
 @router.get(
-    "/workflow/{workflow_id}", response_model=list[TaskRead], summary="Get workflow tasks"
+    "/workflow/{workflow_id}",
+    response_model=list[TaskRead],
+    responses=TOTAL_COUNT,
+    summary="Get workflow tasks",
 )
 @router.get("/workflow/{workflow_id}/", response_model=list[TaskRead], include_in_schema=False)
-async def workflow_tasks(workflow_id: int, session: SessionDep, response: Response) -> list[TaskRead]:
+async def workflow_tasks(
+    workflow_id: IdPath, session: SessionDep, response: Response
+) -> list[TaskRead]:
     """The workflow's tasks in execution order: `order`, then `priority` descending, then id."""
     items = await service.workflow_tasks(session, workflow_id)
     response.headers["X-Total-Count"] = str(len(items))
@@ -51,17 +67,17 @@ async def workflow_tasks(workflow_id: int, session: SessionDep, response: Respon
 
 
 @router.get("/{task_id}", response_model=TaskRead, summary="Get task by ID")
-async def get_task(task_id: int, session: SessionDep) -> TaskRead:
+async def get_task(task_id: IdPath, session: SessionDep) -> TaskRead:
     return await service.read_task(session, task_id)
 
 
 @router.put("/{task_id}", response_model=TaskRead, summary="Update task")
-async def update_task(task_id: int, data: TaskUpdate, session: SessionDep) -> TaskRead:
+async def update_task(task_id: IdPath, data: TaskUpdate, session: SessionDep) -> TaskRead:
     return await service.update_task(session, task_id=task_id, data=data)
 
 
 @router.delete("/{task_id}", response_model=Deleted, summary="Delete task")
-async def delete_task(task_id: int, session: SessionDep) -> Deleted:
+async def delete_task(task_id: IdPath, session: SessionDep) -> Deleted:
     await service.delete_task(session, task_id=task_id)
     return Deleted(id=task_id, message=f"Task {task_id} deleted")
 
@@ -70,7 +86,7 @@ async def delete_task(task_id: int, session: SessionDep) -> Deleted:
     "/{task_id}/execute", response_model=ExecutionRead, status_code=202, summary="Execute task"
 )
 async def execute_task(
-    task_id: int,
+    task_id: IdPath,
     session: SessionDep,
     dispatcher: DispatcherDep,
     request: Annotated[ExecuteRequest | None, Body()] = None,
@@ -83,10 +99,13 @@ async def execute_task(
 
 
 @router.get(
-    "/{task_id}/executions", response_model=list[TaskRunRead], summary="Get task executions"
+    "/{task_id}/executions",
+    response_model=list[TaskRunRead],
+    responses=TOTAL_COUNT,
+    summary="Get task executions",
 )
 async def task_executions(
-    task_id: int, session: SessionDep, response: Response, page: Annotated[Page, Depends()]
+    task_id: IdPath, session: SessionDep, response: Response, page: Annotated[Page, Depends()]
 ) -> list[TaskRunRead]:
     runs, total = await executions.task_runs(
         session, task_id=task_id, skip=page.skip, limit=page.limit
@@ -99,6 +118,6 @@ async def task_executions(
     "/{task_id}/retry", response_model=TaskRetryResult, status_code=202, summary="Retry task"
 )
 async def retry_task(
-    task_id: int, session: SessionDep, bus: BusDep, dispatcher: DispatcherDep
+    task_id: IdPath, session: SessionDep, bus: BusDep, dispatcher: DispatcherDep
 ) -> TaskRetryResult:
     return await executions.retry_task(session, bus, dispatcher, task_id=task_id)

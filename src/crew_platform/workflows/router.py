@@ -5,8 +5,9 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, Query, Response
 
 from crew_platform.common.deps import BusDep, DispatcherDep, SessionDep
-from crew_platform.common.http import ERROR_RESPONSES, Page
+from crew_platform.common.http import ERROR_RESPONSES, TOTAL_COUNT, IdPath, Page
 from crew_platform.common.schemas import Deleted
+from crew_platform.engine.states import ExecutionStatus
 from crew_platform.executions import service as executions
 from crew_platform.executions.schemas import ControlResult, ExecuteRequest, ExecutionRead
 from crew_platform.workflows import service
@@ -15,7 +16,9 @@ from crew_platform.workflows.schemas import WorkflowCreate, WorkflowRead, Workfl
 router = APIRouter(prefix="/api/v1/workflows", tags=["workflows"], responses=ERROR_RESPONSES)
 
 
-@router.get("/", response_model=list[WorkflowRead], summary="Get all workflows")
+@router.get(
+    "/", response_model=list[WorkflowRead], responses=TOTAL_COUNT, summary="Get all workflows"
+)
 @router.get("", response_model=list[WorkflowRead], include_in_schema=False)
 async def list_workflows(
     session: SessionDep,
@@ -37,20 +40,20 @@ async def create_workflow(data: WorkflowCreate, session: SessionDep) -> Workflow
 
 
 @router.get("/{workflow_id}", response_model=WorkflowRead, summary="Get workflow by ID")
-async def get_workflow(workflow_id: int, session: SessionDep) -> WorkflowRead:
+async def get_workflow(workflow_id: IdPath, session: SessionDep) -> WorkflowRead:
     return await service.read_workflow(session, workflow_id)
 
 
 @router.put("/{workflow_id}", response_model=WorkflowRead, summary="Update workflow")
 async def update_workflow(
-    workflow_id: int, data: WorkflowUpdate, session: SessionDep
+    workflow_id: IdPath, data: WorkflowUpdate, session: SessionDep
 ) -> WorkflowRead:
     return await service.update_workflow(session, workflow_id=workflow_id, data=data)
 
 
 @router.delete("/{workflow_id}", response_model=Deleted, summary="Delete workflow")
 async def delete_workflow(
-    workflow_id: int, session: SessionDep, dispatcher: DispatcherDep
+    workflow_id: IdPath, session: SessionDep, dispatcher: DispatcherDep
 ) -> Deleted:
     """Deletes the workflow with its tasks and execution history; running executions are
     aborted first."""
@@ -61,11 +64,13 @@ async def delete_workflow(
 
 
 @router.post(
-    "/{workflow_id}/execute", response_model=ExecutionRead, status_code=202,
+    "/{workflow_id}/execute",
+    response_model=ExecutionRead,
+    status_code=202,
     summary="Execute workflow",
 )
 async def execute_workflow(
-    workflow_id: int,
+    workflow_id: IdPath,
     session: SessionDep,
     dispatcher: DispatcherDep,
     request: Annotated[ExecuteRequest | None, Body()] = None,
@@ -76,15 +81,17 @@ async def execute_workflow(
 
 
 @router.get(
-    "/{workflow_id}/executions", response_model=list[ExecutionRead],
+    "/{workflow_id}/executions",
+    response_model=list[ExecutionRead],
+    responses=TOTAL_COUNT,
     summary="Get workflow executions",
 )
 async def workflow_executions(
-    workflow_id: int,
+    workflow_id: IdPath,
     session: SessionDep,
     response: Response,
     page: Annotated[Page, Depends()],
-    status: Annotated[str | None, Query(max_length=32)] = None,
+    status: Annotated[ExecutionStatus | None, Query(description="Filter by status")] = None,
 ) -> list[ExecutionRead]:
     items, total = await executions.workflow_executions(
         session, workflow_id=workflow_id, skip=page.skip, limit=page.limit, status=status
@@ -95,20 +102,20 @@ async def workflow_executions(
 
 @router.post("/{workflow_id}/pause", response_model=ControlResult, summary="Pause workflow")
 async def pause_workflow(
-    workflow_id: int, session: SessionDep, bus: BusDep, dispatcher: DispatcherDep
+    workflow_id: IdPath, session: SessionDep, bus: BusDep, dispatcher: DispatcherDep
 ) -> ControlResult:
     return await executions.pause_workflow(session, bus, dispatcher, workflow_id=workflow_id)
 
 
 @router.post("/{workflow_id}/resume", response_model=ControlResult, summary="Resume workflow")
 async def resume_workflow(
-    workflow_id: int, session: SessionDep, bus: BusDep, dispatcher: DispatcherDep
+    workflow_id: IdPath, session: SessionDep, bus: BusDep, dispatcher: DispatcherDep
 ) -> ControlResult:
     return await executions.resume_workflow(session, bus, dispatcher, workflow_id=workflow_id)
 
 
 @router.post("/{workflow_id}/cancel", response_model=ControlResult, summary="Cancel workflow")
 async def cancel_workflow(
-    workflow_id: int, session: SessionDep, bus: BusDep, dispatcher: DispatcherDep
+    workflow_id: IdPath, session: SessionDep, bus: BusDep, dispatcher: DispatcherDep
 ) -> ControlResult:
     return await executions.cancel_workflow(session, bus, dispatcher, workflow_id=workflow_id)
