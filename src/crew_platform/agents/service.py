@@ -72,7 +72,7 @@ async def update_agent(session: AsyncSession, *, agent_id: int, data: AgentUpdat
 async def delete_agent(session: AsyncSession, *, agent_id: int) -> None:
     agent = await get_agent(session, agent_id)
     task_ids = list(
-        (await session.scalars(select(Task.id).where(Task.agent_id == agent_id).order_by(Task.id)))
+        await session.scalars(select(Task.id).where(Task.agent_id == agent_id).order_by(Task.id))
     )
     if task_ids:
         raise Conflict(
@@ -112,20 +112,35 @@ async def test_agent(
             max_tokens=profile.max_tokens,
         )
         result = AgentTestResult(
-            agent_id=agent_id, input=data.input, output=completion.text,
+            agent_id=agent_id,
+            input=data.input,
+            output=completion.text,
             execution_time=round(time.perf_counter() - began, 6),
-            tokens_used=completion.tokens_used, success=True, error=None,
+            tokens_used=completion.tokens_used,
+            success=True,
+            error=None,
         )
     except PlatformError as exc:
         result = AgentTestResult(
-            agent_id=agent_id, input=data.input, output=None,
-            execution_time=round(time.perf_counter() - began, 6), tokens_used=0,
-            success=False, error=f"{exc.code}: {exc.message}",
+            agent_id=agent_id,
+            input=data.input,
+            output=None,
+            execution_time=round(time.perf_counter() - began, 6),
+            tokens_used=0,
+            success=False,
+            error=f"{exc.code}: {exc.message}",
         )
-    await bus.publish(Event(
-        type=EventType.AGENT_TEST_COMPLETED, agent_id=agent_id,
-        status="completed" if result.success else "failed",
-        data={"output": result.output, "error": result.error, "tokens_used": result.tokens_used,
-              "execution_time": result.execution_time},
-    ))
+    await bus.publish(
+        Event(
+            type=EventType.AGENT_TEST_COMPLETED,
+            agent_id=agent_id,
+            status="completed" if result.success else "failed",
+            data={
+                "output": result.output,
+                "error": result.error,
+                "tokens_used": result.tokens_used,
+                "execution_time": result.execution_time,
+            },
+        )
+    )
     return result

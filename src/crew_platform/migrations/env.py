@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 import crew_platform.models  # noqa: F401  (registers the tables)
@@ -16,7 +17,7 @@ def _url() -> str:
     return str(config.attributes.get("database_url") or config.get_main_option("sqlalchemy.url"))
 
 
-def _run(connection) -> None:  # type: ignore[no-untyped-def]
+def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,

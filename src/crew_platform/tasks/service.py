@@ -23,7 +23,7 @@ latest_status = func.coalesce(
 )
 
 
-def _with_status() -> Select[Any]:
+def _with_status() -> Select[Task, str]:
     return select(Task, latest_status.label("status"))
 
 
@@ -33,7 +33,7 @@ def _read(row: Any) -> TaskRead:
     return TaskRead.model_validate(data | {"status": status})
 
 
-def ordered(query: Select[Any]) -> Select[Any]:
+def ordered(query: Select[Task, str]) -> Select[Task, str]:
     return query.order_by(Task.order, Task.priority.desc(), Task.id)
 
 
@@ -97,8 +97,9 @@ async def _check_dependencies(
 ) -> list[int]:
     deps = list(dict.fromkeys(dependencies))
     if task_id is not None and task_id in deps:
-        raise ValidationFailed.field("dependencies", "a task cannot depend on itself",
-                                     task_id=task_id)
+        raise ValidationFailed.field(
+            "dependencies", "a task cannot depend on itself", task_id=task_id
+        )
     siblings = {
         t.id: list(t.dependencies or [])
         for t in await session.scalars(select(Task).where(Task.workflow_id == workflow_id))

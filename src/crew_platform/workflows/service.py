@@ -8,14 +8,12 @@ from typing import Any
 from sqlalchemy import Select, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crew_platform.common.persistence import commit_unique, name_taken, paginate
+from crew_platform.common.persistence import commit_unique, name_taken
 from crew_platform.errors import Conflict, NotFound
 from crew_platform.models import Execution, ExecutionLog, Task, TaskRun, Workflow
 from crew_platform.workflows.schemas import WorkflowCreate, WorkflowRead, WorkflowUpdate
 
-_task_count = (
-    select(func.count(Task.id)).where(Task.workflow_id == Workflow.id).scalar_subquery()
-)
+_task_count = select(func.count(Task.id)).where(Task.workflow_id == Workflow.id).scalar_subquery()
 _execution_count = (
     select(func.count(Execution.id)).where(Execution.workflow_id == Workflow.id).scalar_subquery()
 )
@@ -98,9 +96,9 @@ async def update_workflow(
 ) -> WorkflowRead:
     workflow = await get_workflow(session, workflow_id)
     changes = data.model_dump(exclude_unset=True)
-    if "name" in changes and changes["name"] != workflow.name:
-        if await name_taken(session, Workflow, changes["name"], exclude_id=workflow_id):
-            raise _duplicate(changes["name"])
+    renamed = "name" in changes and changes["name"] != workflow.name
+    if renamed and await name_taken(session, Workflow, changes["name"], exclude_id=workflow_id):
+        raise _duplicate(changes["name"])
     for field, value in changes.items():
         setattr(workflow, field, value)
     dup = _duplicate(workflow.name)
