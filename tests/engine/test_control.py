@@ -339,3 +339,42 @@ async def test_failed_execution_cannot_be_cancelled(
     response = await post(client, f"/executions/{run['id']}/cancel")
     assert response.status_code == 409
     assert (await get(client, run["id"]))["status"] == "failed"
+
+
+# -- the things an execution depends on change under it -----------------------------------------
+
+
+async def test_task_deleted_while_its_execution_waits_fails_the_run_clearly(
+    app: FastAPI, client: httpx.AsyncClient, stub: StubServer
+) -> None:
+    _, workflow, (a, b, c) = await pipeline(client, ["A", "B", "C"])
+    assert (await post(client, f"/workflows/{workflow['id']}/pause")).status_code == 200
+    run = await execute(client, workflow["id"])
+    assert (await client.delete(f"{API}/tasks/{b['id']}")).status_code == 200
+    assert (await post(client, f"/workflows/{workflow['id']}/resume")).status_code == 200
+    done = await wait_for_execution(client, run["id"])
+    assert done["status"] == "failed"
+    assert done["error_message"] == (
+        f"Task {b['id']} failed: TASK_NOT_RUNNABLE: "
+        "the task was deleted after this execution was accepted"
+    )
+    assert list(done["output_data"]["tasks"]) == [str(a["id"])]
+    assert [r["status"] for r in await runs_of(client, c["id"])] == ["skipped"]
+    assert calls_for(stub, "C") == []
+    logs = (await client.get(f"{API}/executions/{run['id']}/logs")).json()
+    failed = next(e for e in logs if e["event"] == "task_failed")
+    assert failed["task_id"] == b["id"] and failed["level"] == "error"
+
+
+async def test_deleting_a_workflow_aborts_its_running_execution(
+    app: FastAPI, client: httpx.AsyncClient, stub: StubServer
+) -> None:
+    stub.script(for_task("A", gate="a"))
+    _, workflow, _ = await pipeline(client, ["A", "B"])
+    run = await execute(client, workflow["id"])
+    await wait_for_gate(stub, "a")
+    assert (await client.delete(f"{API}/workflows/{workflow['id']}")).status_code == 200
+    await eventually(lambda: stub.disconnects == 1, what="the call to be aborted")
+    await idle(app)
+    assert (await client.get(f"{API}/executions/{run['id']}")).status_code == 404
+    assert len(stub.requests) == 1

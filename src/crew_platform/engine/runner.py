@@ -142,7 +142,7 @@ class ExecutionRunner:
             raise
         except Exception as exc:
             log.exception("execution %s crashed", execution_id)
-            state.failure = f"INTERNAL_ERROR: {type(exc).__name__}: {exc}"
+            state.failure = f"INTERNAL_ERROR: {_first_line(exc)} (details in the server log)"
             await self._finish(state, Outcome.FAILED)
 
     # -- start -----------------------------------------------------------------------------
@@ -367,10 +367,12 @@ class ExecutionRunner:
         self, state: RunState, step: PlannedTask, context_ids: list[int]
     ) -> StepResult:
         spec = state.tasks.get(step.task_id)
+        if spec is None:
+            return await self._task_gone(state, step.task_id)
         attempt = state.attempts.get(step.task_id, 0) + 1
         state.attempts[step.task_id] = attempt
-        values = spec.input_data | state.input_data if spec else state.input_data
-        agent = spec.agent if spec else None
+        values = spec.input_data | state.input_data
+        agent = spec.agent
         async with self._sessions() as session:
             journal = Journal(session, self._bus)
             run = TaskRun(
@@ -387,12 +389,13 @@ class ExecutionRunner:
             started = await journal.record(
                 self._event(state, EventType.TASK_STARTED, task_id=step.task_id,
                             agent_id=run.agent_id, status=TS.RUNNING, data={"attempt": attempt}),
-                f"Task {step.task_id} ({spec.name if spec else '?'}) started, attempt {attempt}",
+                f"Task {step.task_id} ({spec.name}) started, attempt {attempt}",
             )
             await journal.commit()
-        if spec is None or agent is None:
-            reason = "the task no longer exists" if spec is None else "the task has no agent"
-            return await self._fail_step(state, run, f"TASK_NOT_RUNNABLE: {reason}", 0.0)
+        if agent is None:
+            return await self._fail_step(
+                state, run, "TASK_NOT_RUNNABLE: the task has no agent", 0.0
+            )
 
         context = [
             ContextItem(f"Output of task {tid} ({state.tasks[tid].name})", output)
@@ -466,6 +469,20 @@ class ExecutionRunner:
         state.outputs[step.task_id] = completion.text
         return StepResult(step.task_id, output=completion.text)
 
+    async def _task_gone(self, state: RunState, task_id: int) -> StepResult:
+        """The task was deleted after the execution was accepted: there is nothing to run (and
+        no task run can be recorded for it); the execution fails saying so."""
+        error = "TASK_NOT_RUNNABLE: the task was deleted after this execution was accepted"
+        async with self._sessions() as session:
+            journal = Journal(session, self._bus)
+            await journal.record(
+                self._event(state, EventType.TASK_FAILED, task_id=task_id,
+                            status=TS.FAILED, data={"error": error}),
+                f"Task {task_id} failed: {error}",
+            )
+            await journal.commit()
+        return StepResult(task_id, error=f"Task {task_id} failed: {error}")
+
     async def _fail_step(
         self, state: RunState, run: TaskRun, error: str, elapsed: float
     ) -> StepResult:
@@ -487,7 +504,8 @@ class ExecutionRunner:
         return StepResult(run.task_id, error=f"Task {run.task_id} ({name}) failed: {error}")
 
     async def _skip(self, state: RunState, task_ids: Sequence[int]) -> None:
-        todo = [t for t in task_ids if t not in state.outputs]
+        # Deleted tasks have nothing to skip (and no row may point at them).
+        todo = [t for t in task_ids if t not in state.outputs and t in state.tasks]
         if not todo:
             return
         async with self._sessions() as session:
@@ -592,3 +610,11 @@ class ExecutionRunner:
             seq=seq,
             data=data or {},
         )
+
+
+def _first_line(exc: BaseException, limit: int = 300) -> str:
+    """A crash as clients may see it: type and first line, never SQL or its parameters."""
+    orig = getattr(exc, "orig", None)  # a DBAPI error wrapped by SQLAlchemy
+    text = str(orig if orig is not None else exc).strip().splitlines()
+    line = f"{type(orig if orig is not None else exc).__name__}: {text[0] if text else ''}"
+    return line if len(line) <= limit else line[:limit] + "…"
