@@ -335,3 +335,22 @@ async def test_prefixed_model_without_its_key_fails_naming_openai_api_key(
     assert "LLM_NOT_CONFIGURED" in done["error_message"]
     assert "OPENAI_API_KEY" in done["error_message"]
     assert (await run_one(client))["status"] == "completed"
+
+
+async def test_unreachable_provider_fails_naming_where_it_was_looked_for(
+    database_url: str,
+) -> None:
+    settings = make_settings(
+        database_url, None, cerebras_api_key="k", cerebras_base_url="http://127.0.0.1:9/v1",
+        llm_max_retries=1,
+    )
+    async with running_app(settings) as (_, client):
+        done = await run_one(client)
+        listed = (await client.get(f"{API}/models")).json()
+    assert done["status"] == "failed"
+    assert "LLM_ERROR" in done["error_message"]
+    assert "http://127.0.0.1:9/v1" in done["error_message"]
+    cerebras = next(p for p in listed["providers"] if p["name"] == "cerebras")
+    assert cerebras["configured"] is True
+    assert cerebras["error"]
+    assert listed["models"] == []

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 
 from sqlalchemy import select
@@ -51,7 +52,7 @@ class Dispatcher:
         )
         self._jobs[execution_id] = job
         self._controls[execution_id] = control
-        job.add_done_callback(lambda j, eid=execution_id: self._finished(eid, j))
+        job.add_done_callback(functools.partial(self._finished, execution_id))
 
     def _finished(self, execution_id: int, job: asyncio.Task[None]) -> None:
         self._jobs.pop(execution_id, None)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crew_platform.db import utcnow
@@ -449,9 +449,10 @@ class ExecutionRunner:
             )
             if stored:
                 await session.execute(
-                    Execution.__table__.update()
+                    update(Execution)
                     .where(Execution.id == state.execution_id)
                     .values(tokens_used=Execution.tokens_used + completion.tokens_used)
+                    .execution_options(synchronize_session=False)
                 )
                 await journal.record(
                     self._event(

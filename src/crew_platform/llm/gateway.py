@@ -1,7 +1,8 @@
 """The one way the platform talks to models: OpenAI-compatible clients per provider.
 
 Transport retries (429 with Retry-After, 5xx, timeouts, refused connections) are the SDK's own;
-on top of that a stream that breaks after it started is retried from scratch, with backoff.
+on top of that a stream that breaks after it started (dropped, malformed, truncated) is retried
+from scratch, with backoff. Both use LLM_MAX_RETRIES.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import openai
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, AsyncStream
+from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
 from crew_platform.llm.errors import LLMError, LLMNotConfigured, ModelNotFound
 from crew_platform.llm.registry import ModelRef, ProviderConfig, provider_configs, resolve
@@ -107,23 +110,29 @@ class LLMGateway:
         attempts = self._settings.llm_max_retries + 1
         async with self._slots:
             for attempt in range(1, attempts + 1):
+                # Opening the stream: the SDK has already retried 429/5xx/timeouts/refused
+                # connections (honouring Retry-After) when it gives up, so nothing is retried
+                # again here.
                 try:
-                    result = await self._stream_once(
-                        client, ref, messages, temperature, top_p, max_tokens, on_chunk, attempt
+                    stream = await client.chat.completions.create(
+                        model=ref.model,
+                        messages=cast("list[ChatCompletionMessageParam]", list(messages)),
+                        temperature=temperature,
+                        top_p=top_p,
+                        max_tokens=max_tokens,
+                        stream=True,
+                        stream_options={"include_usage": True},
                     )
+                except openai.APIError as exc:
+                    raise await self._refused(ref, exc) from exc
+                # Reading it: a stream that breaks after it started (dropped connection,
+                # malformed or truncated chunks) is retried from scratch, with backoff.
+                try:
+                    result = await self._read(stream, on_chunk, attempt)
                     result.attempts = attempt
                     return result
-                except openai.NotFoundError as exc:
-                    raise await self._model_not_found(ref, exc) from exc
-                except openai.APIStatusError as exc:
-                    raise LLMError(
-                        f"Model provider answered {exc.status_code}: {_short(exc.message)}",
-                        {"provider": ref.provider, "model": ref.model, "status": exc.status_code},
-                    ) from exc
                 except (openai.APIError, ValueError, BrokenStream) as exc:
-                    # Connection dropped mid-stream, malformed or truncated stream, or the SDK's
-                    # own retries ran out.
-                    if attempt == attempts or isinstance(exc, openai.APITimeoutError):
+                    if attempt == attempts:
                         raise LLMError(
                             f"Model call failed after {attempt} attempt(s): {_describe(exc)}",
                             {"provider": ref.provider, "model": ref.model},
@@ -132,26 +141,39 @@ class LLMGateway:
                     await asyncio.sleep(min(0.25 * 2 ** (attempt - 1), 4.0))
         raise AssertionError("unreachable")
 
-    async def _stream_once(
+    async def _refused(self, ref: ModelRef, exc: openai.APIError) -> LLMError:
+        """The typed error for a call that never got a stream going."""
+        details = {"provider": ref.provider, "model": ref.model}
+        if isinstance(exc, openai.NotFoundError):
+            return await self._model_not_found(ref, exc)
+        if isinstance(exc, openai.APIStatusError):
+            return LLMError(
+                f"Model provider answered {exc.status_code}: {_short(exc.message)}",
+                details | {"status": exc.status_code},
+            )
+        tries = self._settings.llm_max_retries + 1
+        where = self._providers[ref.provider].base_url
+        if isinstance(exc, openai.APITimeoutError):
+            return LLMError(
+                f"Model call to {ref.provider} timed out after "
+                f"{self._settings.llm_timeout_seconds:g}s (LLM_TIMEOUT_SECONDS), "
+                f"{tries} attempt(s)",
+                details,
+            )
+        if isinstance(exc, openai.APIConnectionError):
+            return LLMError(
+                f"Could not connect to {ref.provider} at {where} after {tries} attempt(s): "
+                f"{_describe(exc)}",
+                details | {"base_url": where},
+            )
+        return LLMError(f"Model call failed: {_describe(exc)}", details)
+
+    async def _read(
         self,
-        client: AsyncOpenAI,
-        ref: ModelRef,
-        messages: Sequence[dict[str, str]],
-        temperature: float,
-        top_p: float,
-        max_tokens: int,
+        stream: AsyncStream[ChatCompletionChunk],
         on_chunk: ChunkSink | None,
         attempt: int,
     ) -> Completion:
-        stream = await client.chat.completions.create(
-            model=ref.model,
-            messages=list(messages),  # type: ignore[arg-type]
-            temperature=temperature,
-            top_p=top_p,
-            max_tokens=max_tokens,
-            stream=True,
-            stream_options={"include_usage": True},
-        )
         pieces: list[str] = []
         completion = Completion(text="")
         chunks = 0
