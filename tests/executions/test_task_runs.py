@@ -282,3 +282,19 @@ async def test_retry_on_a_paused_workflow_waits_for_resume(
     resumed = await client.post(f"{API}/workflows/{workflow['id']}/resume")
     assert [e["id"] for e in resumed.json()["affected_executions"]] == [run["id"]]
     assert (await wait_for_execution(client, run["id"]))["status"] == "completed"
+
+
+async def test_execute_of_an_inactive_task_or_a_task_of_an_inactive_workflow_is_a_409(
+    client: httpx.AsyncClient, stub: StubServer
+) -> None:
+    agent, workflow, (a,) = await pipeline(client, ["A"])
+    off = await make_task(client, workflow["id"], agent["id"], "Off", is_active=False)
+    response = await client.post(f"{API}/tasks/{off['id']}/execute", json={})
+    assert response.status_code == 409
+    assert response.json()["details"]["reason"] == "inactive"
+    update = await client.put(f"{API}/workflows/{workflow['id']}", json={"is_active": False})
+    assert update.status_code == 200
+    response = await client.post(f"{API}/tasks/{a['id']}/execute", json={})
+    assert response.status_code == 409
+    assert response.json()["details"]["reason"] == "inactive_workflow"
+    assert stub.requests == []

@@ -147,6 +147,16 @@ async def start_task(
 ) -> ExecutionRead:
     task = await get_task(session, task_id)
     workflow = await get_workflow(session, task.workflow_id)
+    if not workflow.is_active:
+        raise Conflict(
+            f"Task {task_id} belongs to inactive workflow {workflow.id}; activate it first",
+            {"task_id": task_id, "workflow_id": workflow.id, "reason": "inactive_workflow"},
+        )
+    if not task.is_active:
+        raise Conflict(
+            f"Task {task_id} is inactive; activate it before executing",
+            {"task_id": task_id, "reason": "inactive"},
+        )
     await _check_runnable(session, [task], request.input_data)
     return await _create_execution(
         session, dispatcher, workflow=workflow, mode="task",
