@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -378,3 +379,15 @@ async def test_deleting_a_workflow_aborts_its_running_execution(
     await idle(app)
     assert (await client.get(f"{API}/executions/{run['id']}")).status_code == 404
     assert len(stub.requests) == 1
+
+
+async def test_concurrent_pauses_one_wins_the_other_is_a_409(
+    client: httpx.AsyncClient, stub: StubServer
+) -> None:
+    _, workflow, _ = await pipeline(client, ["A"])
+    path = f"/workflows/{workflow['id']}"
+    for _ in range(3):
+        answers = await asyncio.gather(*[post(client, f"{path}/pause") for _ in range(4)])
+        assert sorted(r.status_code for r in answers) == [200, 409, 409, 409]
+        answers = await asyncio.gather(*[post(client, f"{path}/resume") for _ in range(4)])
+        assert sorted(r.status_code for r in answers) == [200, 409, 409, 409]

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crew_platform.common.persistence import paginate
@@ -101,8 +101,10 @@ async def _create_execution(
     session.add(execution)
     await session.commit()
     read = ExecutionRead.model_validate(execution)
-    if workflow.status == "active":
-        dispatcher.submit(execution.id)
+    # Always hand it over: the runner checks the workflow's status under a lock and leaves the
+    # execution pending if the workflow is paused. Deciding here, on a status read before the
+    # commit, could miss a resume that committed in between and strand the execution.
+    dispatcher.submit(execution.id)
     return read
 
 
@@ -193,14 +195,30 @@ async def _reload(session: AsyncSession, ids: Sequence[int]) -> list[ExecutionRe
     return [ExecutionRead.model_validate(e) for e in rows]
 
 
+ACTIVE, PAUSED = "active", "paused"
+
+
+async def _move_workflow(
+    session: AsyncSession, workflow_id: int, current: str, target: str
+) -> bool:
+    """Compare-and-set of the workflow's run status: of two racing requests one wins, the other
+    finds the status already changed (and answers 409)."""
+    result = await session.execute(
+        update(Workflow)
+        .where(Workflow.id == workflow_id, Workflow.status == current)
+        .values(status=target)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
 async def pause_workflow(
     session: AsyncSession, bus: EventBus, dispatcher: Dispatcher, *, workflow_id: int
 ) -> ControlResult:
-    workflow = await get_workflow(session, workflow_id)
-    if workflow.status == "paused":
+    await get_workflow(session, workflow_id)
+    if not await _move_workflow(session, workflow_id, ACTIVE, PAUSED):
         raise InvalidStateTransition(f"Workflow {workflow_id} is already paused",
-                                     {"workflow_id": workflow_id, "status": "paused"})
-    workflow.status = "paused"
+                                     {"workflow_id": workflow_id, "status": PAUSED})
     journal = Journal(session, bus)
     paused: list[int] = []
     for execution in await _executions_of(session, workflow_id, [ES.RUNNING]):
@@ -214,18 +232,17 @@ async def pause_workflow(
     await journal.commit()
     for execution_id in paused:
         dispatcher.pause(execution_id)
-    return ControlResult(workflow_id=workflow_id, workflow_status="paused",
+    return ControlResult(workflow_id=workflow_id, workflow_status=PAUSED,
                          affected_executions=await _reload(session, paused + waiting))
 
 
 async def resume_workflow(
     session: AsyncSession, bus: EventBus, dispatcher: Dispatcher, *, workflow_id: int
 ) -> ControlResult:
-    workflow = await get_workflow(session, workflow_id)
-    if workflow.status != "paused":
+    await get_workflow(session, workflow_id)
+    if not await _move_workflow(session, workflow_id, PAUSED, ACTIVE):
         raise InvalidStateTransition(f"Workflow {workflow_id} is not paused",
-                                     {"workflow_id": workflow_id, "status": workflow.status})
-    workflow.status = "active"
+                                     {"workflow_id": workflow_id, "status": ACTIVE})
     journal = Journal(session, bus)
     resumed: list[int] = []
     for execution in await _executions_of(session, workflow_id, [ES.PAUSED]):
@@ -240,7 +257,7 @@ async def resume_workflow(
     affected = sorted(set(resumed) | set(waiting))
     for execution_id in affected:
         dispatcher.submit(execution_id)
-    return ControlResult(workflow_id=workflow_id, workflow_status="active",
+    return ControlResult(workflow_id=workflow_id, workflow_status=ACTIVE,
                          affected_executions=await _reload(session, affected))
 
 
@@ -355,10 +372,8 @@ async def retry_task(
         _event(execution, EventType.WORKFLOW_RESUMED, ES.PENDING, reason="retry", task_id=task_id),
         f"Execution {execution.id} resumes from task {task_id} (retry)",
     )
-    workflow = await get_workflow(session, execution.workflow_id)
     await journal.commit()
-    if workflow.status == "active":
-        dispatcher.submit(execution.id)
+    dispatcher.submit(execution.id)  # stays pending if the workflow is paused (see above)
     (read,) = await _reload(session, [execution.id])
     return TaskRetryResult(task_id=task_id, execution_id=execution.id, retried_run_id=run.id,
                            attempt=run.attempt + 1, execution=read)
