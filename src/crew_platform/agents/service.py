@@ -52,7 +52,7 @@ async def create_agent(session: AsyncSession, *, data: AgentCreate, default_mode
     agent = Agent(**values)
     session.add(agent)
     dup = _duplicate(data.name)
-    await commit_unique(session, message=dup.message, details=dup.details)
+    await commit_unique(session, unique=Agent.name, conflict=dup)
     return agent
 
 
@@ -64,7 +64,7 @@ async def update_agent(session: AsyncSession, *, agent_id: int, data: AgentUpdat
     for field, value in changes.items():
         setattr(agent, field, value)
     dup = _duplicate(agent.name)
-    await commit_unique(session, message=dup.message, details=dup.details)
+    await commit_unique(session, unique=Agent.name, conflict=dup)
     await session.refresh(agent)
     return agent
 

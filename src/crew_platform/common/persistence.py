@@ -22,13 +22,27 @@ async def paginate(
     return rows, int(total or 0)
 
 
-async def commit_unique(session: AsyncSession, *, message: str, details: dict[str, Any]) -> None:
-    """Commit; a unique-constraint race lost to another request becomes a 409."""
+async def commit_unique(session: AsyncSession, *, unique: Any, conflict: Conflict) -> None:
+    """Commit; losing a race on the `unique` column (e.g. `Agent.name`) to another request is
+    `conflict` (409). Any other integrity failure is not a duplicate and propagates."""
     try:
         await session.commit()
     except IntegrityError as exc:
         await session.rollback()
-        raise Conflict(message, details) from exc
+        if violates_unique(exc, unique):
+            raise conflict from exc
+        raise
+
+
+def violates_unique(exc: IntegrityError, unique: Any) -> bool:
+    """Whether `exc` is a unique violation on the column `unique` (on either backend)."""
+    column = unique.property.columns[0]
+    table, name = column.table.name, column.name
+    text = str(exc.orig)
+    return (
+        f"uq_{table}_{name}" in text  # PostgreSQL names the constraint (naming convention)
+        or f"UNIQUE constraint failed: {table}.{name}" in text  # SQLite names the column
+    )
 
 
 async def name_taken(

@@ -87,7 +87,7 @@ async def create_workflow(session: AsyncSession, *, data: WorkflowCreate) -> Wor
     workflow = Workflow(**data.model_dump(), status="active")
     session.add(workflow)
     dup = _duplicate(data.name)
-    await commit_unique(session, message=dup.message, details=dup.details)
+    await commit_unique(session, unique=Workflow.name, conflict=dup)
     return await read_workflow(session, workflow.id)
 
 
@@ -102,7 +102,7 @@ async def update_workflow(
     for field, value in changes.items():
         setattr(workflow, field, value)
     dup = _duplicate(workflow.name)
-    await commit_unique(session, message=dup.message, details=dup.details)
+    await commit_unique(session, unique=Workflow.name, conflict=dup)
     return await read_workflow(session, workflow_id)
 
 
