@@ -4,13 +4,19 @@ checking the error envelope."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from crew_platform.db import Base
+from crew_platform.devtools.llm_stub import StubServer
+from tests.conftest import run_coroutine
+from tests.support import LiveServer, live_server
 
 UTC_TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 DEFAULT_MODEL = "llama-4-maverick-17b-128e-instruct"
@@ -100,3 +106,65 @@ async def refusing_trigger(
         async with engine.begin() as conn:
             for statement in drop:
                 await conn.execute(text(statement))
+
+
+async def check_each(cases: Iterable[Any], check: Callable[..., Awaitable[None]]) -> None:
+    """Run `check(*case)` for every case (one app for the whole table) and report every case
+    that fails, not only the first."""
+    failures = []
+    for case in cases:
+        args = case if isinstance(case, tuple) else (case,)
+        try:
+            await check(*args)
+        except AssertionError as exc:
+            failures.append(f"{args!r}: {exc}")
+    assert not failures, f"{len(failures)} case(s) failed:\n" + "\n".join(failures)
+
+
+# -- a live server (`crew-platform serve`) on a database of its own, per backend -------------
+
+
+def live_env(database_url: str, stub: StubServer) -> dict[str, str]:
+    return {
+        "DATABASE_URL": database_url,
+        "CEREBRAS_API_KEY": "test-key",
+        "CEREBRAS_BASE_URL": stub.base_url,
+        "LLM_MAX_RETRIES": "0",
+        "RATE_LIMIT_API": "off",
+        "RATE_LIMIT_WS": "off",
+        "LOG_LEVEL": "warning",
+    }
+
+
+@contextmanager
+def module_live_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, stub: StubServer
+) -> Iterator[tuple[LiveServer, str]]:
+    """For a module-scoped fixture parametrized by backend: one server process for the module
+    (starting one costs seconds); `wipe(url)` empties its database between tests."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('live') / 'live.db'}"
+    else:
+        url = request.getfixturevalue("postgres_migrated")
+        wipe(url)  # other tests' rows
+    with live_server(live_env(url, stub)) as server:
+        yield server, url
+
+
+def wipe(url: str) -> None:
+    """Empty every table; ids start again at 1 (SQLite reuses them, PostgreSQL restarts)."""
+
+    async def run() -> None:
+        engine = create_async_engine(url)
+        try:
+            async with engine.begin() as conn:
+                if engine.dialect.name == "postgresql":
+                    names = ", ".join(t.name for t in Base.metadata.sorted_tables)
+                    await conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+                else:
+                    for table in reversed(Base.metadata.sorted_tables):
+                        await conn.execute(table.delete())
+        finally:
+            await engine.dispose()
+
+    run_coroutine(run)

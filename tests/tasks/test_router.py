@@ -9,7 +9,14 @@ import httpx
 import pytest
 
 from crew_platform.devtools.llm_stub import StubServer
-from tests.api import assert_error, assert_utc, make_agent, make_task, make_workflow
+from tests.api import (
+    assert_error,
+    assert_utc,
+    check_each,
+    make_agent,
+    make_task,
+    make_workflow,
+)
 from tests.support import wait_for_execution
 
 SPEC_CREATE_BODY = {
@@ -176,13 +183,15 @@ INVALID_FIELDS: list[tuple[str, Any]] = [
 ]
 
 
-@pytest.mark.parametrize(("field", "value"), INVALID_FIELDS)
-async def test_create_rejects_invalid_field_with_422_naming_it(
-    client: httpx.AsyncClient, agent: Any, workflow: Any, field: str, value: Any
+async def test_create_rejects_each_invalid_field_with_422_naming_it(
+    client: httpx.AsyncClient, agent: Any, workflow: Any
 ) -> None:
-    body = {"workflow_id": workflow["id"], "agent_id": agent["id"], "name": "T", field: value}
-    response = await client.post("/api/v1/tasks/", json=body)
-    assert_error(response, 422, "VALIDATION_ERROR", fields=[field])
+    async def check(field: str, value: Any) -> None:
+        body = {"workflow_id": workflow["id"], "agent_id": agent["id"], "name": "T", field: value}
+        response = await client.post("/api/v1/tasks/", json=body)
+        assert_error(response, 422, "VALIDATION_ERROR", fields=[field])
+
+    await check_each(INVALID_FIELDS, check)
     assert (await client.get("/api/v1/tasks/")).json() == []
 
 
@@ -344,23 +353,24 @@ async def test_list_filters_by_workflow_agent_and_status(
     assert await names(status="failed", agent_id=writer["id"]) == []
 
 
-@pytest.mark.parametrize(
-    ("params", "field"),
-    [
-        ({"status": "done"}, "status"),
-        ({"status": ""}, "status"),
-        ({"workflow_id": "one"}, "workflow_id"),
-        ({"workflow_id": 0}, "workflow_id"),
-        ({"agent_id": 2**31}, "agent_id"),
-        ({"limit": 1001}, "limit"),
-        ({"skip": -1}, "skip"),
-    ],
-)
-async def test_list_rejects_bad_query_parameters(
-    client: httpx.AsyncClient, params: dict[str, Any], field: str
-) -> None:
-    response = await client.get("/api/v1/tasks/", params=params)
-    assert_error(response, 422, "VALIDATION_ERROR", fields=[field])
+async def test_list_rejects_bad_query_parameters(client: httpx.AsyncClient) -> None:
+    async def check(params: dict[str, Any], field: str) -> None:
+        response = await client.get("/api/v1/tasks/", params=params)
+        assert_error(response, 422, "VALIDATION_ERROR", fields=[field])
+
+    await check_each(
+        [
+            ({"status": "done"}, "status"),
+            ({"status": ""}, "status"),
+            ({"status": "\x00"}, "status"),
+            ({"workflow_id": "one"}, "workflow_id"),
+            ({"workflow_id": 0}, "workflow_id"),
+            ({"agent_id": 2**31}, "agent_id"),
+            ({"limit": 1001}, "limit"),
+            ({"skip": -1}, "skip"),
+        ],
+        check,
+    )
 
 
 # -- a workflow's tasks in execution order ---------------------------------------------------
@@ -432,42 +442,45 @@ async def test_update_can_reassign_and_unassign_the_agent(
     assert_error(gone, 422, "VALIDATION_ERROR", fields=["workflow_id"])
 
 
-@pytest.mark.parametrize(
-    "field", ["workflow_id", "name", "task_type", "priority", "order", "dependencies", "is_active"]
-)
-async def test_update_rejects_explicit_null_on_a_required_field(
-    client: httpx.AsyncClient, workflow: Any, field: str
+async def test_update_rejects_explicit_null_on_each_required_field(
+    client: httpx.AsyncClient, workflow: Any
 ) -> None:
     task = await make_task(client, workflow["id"])
-    response = await client.put(f"/api/v1/tasks/{task['id']}", json={field: None})
-    assert_error(response, 422, "VALIDATION_ERROR", fields=[field])
+
+    async def check(field: str) -> None:
+        response = await client.put(f"/api/v1/tasks/{task['id']}", json={field: None})
+        assert_error(response, 422, "VALIDATION_ERROR", fields=[field])
+
+    required = ["workflow_id", "name", "task_type", "priority", "order", "dependencies"]
+    await check_each([*required, "is_active"], check)
     assert (await client.get(f"/api/v1/tasks/{task['id']}")).json() == task
 
 
-@pytest.mark.parametrize(
-    "field", ["agent_id", "description", "expected_output", "input_data", "config"]
-)
-async def test_update_accepts_null_on_a_nullable_field(
-    client: httpx.AsyncClient, agent: Any, workflow: Any, field: str
+async def test_update_accepts_null_on_the_nullable_fields(
+    client: httpx.AsyncClient, agent: Any, workflow: Any
 ) -> None:
     task = await make_task(
         client, workflow["id"], agent_id=agent["id"], description="d", expected_output="e",
         input_data={"a": 1}, config={"b": 2},
     )  # fmt: skip
-    response = await client.put(f"/api/v1/tasks/{task['id']}", json={field: None})
+    nullable = ["agent_id", "description", "expected_output", "input_data", "config"]
+    response = await client.put(f"/api/v1/tasks/{task['id']}", json=dict.fromkeys(nullable))
     assert response.status_code == 200, response.text
-    assert response.json()[field] is None
+    assert all(response.json()[field] is None for field in nullable)
 
 
-@pytest.mark.parametrize(("field", "value"), INVALID_FIELDS)
-async def test_update_rejects_invalid_field_and_changes_nothing(
-    client: httpx.AsyncClient, workflow: Any, field: str, value: Any
+async def test_update_rejects_each_invalid_field_and_changes_nothing(
+    client: httpx.AsyncClient, workflow: Any
 ) -> None:
     task = await make_task(client, workflow["id"])
-    response = await client.put(
-        f"/api/v1/tasks/{task['id']}", json={"description": "Changed", field: value}
-    )
-    assert_error(response, 422, "VALIDATION_ERROR", fields=[field])
+
+    async def check(field: str, value: Any) -> None:
+        response = await client.put(
+            f"/api/v1/tasks/{task['id']}", json={"description": "Changed", field: value}
+        )
+        assert_error(response, 422, "VALIDATION_ERROR", fields=[field])
+
+    await check_each(INVALID_FIELDS, check)
     assert (await client.get(f"/api/v1/tasks/{task['id']}")).json() == task
 
 
