@@ -235,3 +235,14 @@ def test_documented_responses_have_the_documented_fields(base: str) -> None:
     stats = requests.get(f"{base}/api/v1/executions/stats", timeout=30)
     assert stats.status_code == 200
     assert set(stats.json()) == STATS_EXAMPLE_FIELDS
+
+
+def test_interactive_docs_are_served(base: str) -> None:
+    """"For more detailed API documentation, visit: http://localhost:8000/docs"."""
+    docs = requests.get(f"{base}/docs", timeout=30)
+    assert docs.status_code == 200
+    assert "swagger" in docs.text.lower()
+    schema = requests.get(f"{base}/openapi.json", timeout=30).json()
+    for path in ("/api/v1/agents/", "/api/v1/workflows/", "/api/v1/tasks/"):
+        assert set(schema["paths"][path]) == {"get", "post"}
+    assert "/api/v1/tasks/workflow/{workflow_id}" in schema["paths"]

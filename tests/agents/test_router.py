@@ -63,6 +63,8 @@ async def test_create_with_required_fields_only_applies_the_spec_defaults(
     assert agent["created_by"] is None
     assert_utc(agent["created_at"])
     assert_utc(agent["updated_at"])
+    explicit_null = await make_agent(client, "No model", model=None)
+    assert explicit_null["model"] == DEFAULT_MODEL
 
 
 async def test_create_accepts_the_spec_request_body_verbatim(client: httpx.AsyncClient) -> None:
