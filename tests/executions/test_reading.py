@@ -61,7 +61,7 @@ async def test_list_filters_and_pages_executions(
 
 
 async def test_get_execution(client: httpx.AsyncClient, stub: StubServer) -> None:
-    _, workflow, (a,) = await pipeline(client, ["A"])
+    _, workflow, (_a,) = await pipeline(client, ["A"])
     run = await execute(client, workflow["id"], {"k": "v"}, {"max_parallel": 2})
     done = await wait_for_execution(client, run["id"])
     got = (await client.get(f"{API}/executions/{run['id']}")).json()
@@ -128,8 +128,14 @@ async def test_logs_record_control_requests(
     await wait_for_execution(client, run["id"])
     events = [e["event"] for e in (await client.get(f"{API}/executions/{run['id']}/logs")).json()]
     assert events == [
-        "workflow_started", "task_started", "workflow_paused", "task_completed",
-        "workflow_resumed", "task_started", "task_completed", "workflow_completed",
+        "workflow_started",
+        "task_started",
+        "workflow_paused",
+        "task_completed",
+        "workflow_resumed",
+        "task_started",
+        "task_completed",
+        "workflow_completed",
     ]
 
 
@@ -137,7 +143,7 @@ async def test_status_reports_progress_running_tasks_and_elapsed_time(
     app: FastAPI, client: httpx.AsyncClient, stub: StubServer
 ) -> None:
     stub.script(for_task("B", gate="b"))
-    _, workflow, (a, b, c) = await pipeline(client, ["A", "B", "C"])
+    _, workflow, (_a, b, _c) = await pipeline(client, ["A", "B", "C"])
     run = await execute(client, workflow["id"])
     await wait_for_gate(stub, "b")
 
@@ -147,8 +153,16 @@ async def test_status_reports_progress_running_tasks_and_elapsed_time(
     assert status["execution_id"] == run["id"]
     assert status["workflow_id"] == workflow["id"]
     assert status["status"] == "running"
-    assert status["progress"] == {"total": 3, "completed": 1, "failed": 0, "running": 1,
-                                  "pending": 1, "skipped": 0, "cancelled": 0, "percent": 33.33}
+    assert status["progress"] == {
+        "total": 3,
+        "completed": 1,
+        "failed": 0,
+        "running": 1,
+        "pending": 1,
+        "skipped": 0,
+        "cancelled": 0,
+        "percent": 33.33,
+    }
     (running,) = status["running_tasks"]
     assert (running["task_id"], running["name"], running["attempt"]) == (b["id"], "B", 1)
     assert running["started_at"] is not None
@@ -175,8 +189,16 @@ async def test_status_of_a_failed_run_counts_failed_and_skipped(
     await wait_for_execution(client, run["id"])
     status = (await client.get(f"{API}/executions/{run['id']}/status")).json()
     assert status["status"] == "failed"
-    assert status["progress"] == {"total": 4, "completed": 1, "failed": 1, "running": 0,
-                                  "pending": 0, "skipped": 2, "cancelled": 0, "percent": 25.0}
+    assert status["progress"] == {
+        "total": 4,
+        "completed": 1,
+        "failed": 1,
+        "running": 0,
+        "pending": 0,
+        "skipped": 2,
+        "cancelled": 0,
+        "percent": 25.0,
+    }
     assert "400" in status["error_message"]
 
 

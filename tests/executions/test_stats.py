@@ -28,25 +28,47 @@ from tests.flows import (
 from tests.support import wait_for_execution
 
 SPEC_KEYS = {
-    "total_executions", "successful_executions", "failed_executions", "running_executions",
-    "success_rate", "average_execution_time", "total_tokens_used", "executions_by_day",
-    "top_workflows", "error_breakdown",
+    "total_executions",
+    "successful_executions",
+    "failed_executions",
+    "running_executions",
+    "success_rate",
+    "average_execution_time",
+    "total_tokens_used",
+    "executions_by_day",
+    "top_workflows",
+    "error_breakdown",
 }
 
 
 async def seed(
-    app: FastAPI, workflow_id: int, days_ago: int, status: str, seconds: float,
-    tokens: int = 0, error: str | None = None,
+    app: FastAPI,
+    workflow_id: int,
+    days_ago: int,
+    status: str,
+    seconds: float,
+    tokens: int = 0,
+    error: str | None = None,
 ) -> None:
-    created = datetime.combine(datetime.now(UTC).date() - timedelta(days=days_ago),
-                               datetime.min.time(), tzinfo=UTC) + timedelta(hours=12)
+    created = datetime.combine(
+        datetime.now(UTC).date() - timedelta(days=days_ago), datetime.min.time(), tzinfo=UTC
+    ) + timedelta(hours=12)
     async with app.state.sessionmaker() as session:
-        session.add(Execution(
-            workflow_id=workflow_id, status=status, mode="workflow", plan=[], input_data={},
-            created_at=created, started_at=created,
-            completed_at=created + timedelta(seconds=seconds), tokens_used=tokens,
-            error_message=error, last_seq=0,
-        ))
+        session.add(
+            Execution(
+                workflow_id=workflow_id,
+                status=status,
+                mode="workflow",
+                plan=[],
+                input_data={},
+                created_at=created,
+                started_at=created,
+                completed_at=created + timedelta(seconds=seconds),
+                tokens_used=tokens,
+                error_message=error,
+                last_seq=0,
+            )
+        )
         await session.commit()
 
 
@@ -94,18 +116,31 @@ async def test_stats_of_seeded_history_exactly(app: FastAPI, client: httpx.Async
     dates = [date.fromisoformat(d["date"]) for d in by_day]
     assert dates == [dates[0] + timedelta(days=i) for i in range(30)]
     assert dates[-1] == datetime.now(UTC).date()
-    assert day(month, 3) == {"date": day(month, 3)["date"], "count": 2, "successful": 1,
-                             "failed": 1}
+    assert day(month, 3) == {
+        "date": day(month, 3)["date"],
+        "count": 2,
+        "successful": 1,
+        "failed": 1,
+    }
     assert (day(month, 10)["count"], day(month, 10)["successful"], day(month, 10)["failed"]) == (
-        2, 0, 1)
+        2,
+        0,
+        1,
+    )
     assert (day(month, 12)["count"], day(month, 12)["failed"]) == (1, 1)
     busy = {3, 10, 12}
-    assert all(d["count"] == d["successful"] == d["failed"] == 0
-               for i, d in enumerate(reversed(by_day)) if i not in busy)
+    assert all(
+        d["count"] == d["successful"] == d["failed"] == 0
+        for i, d in enumerate(reversed(by_day))
+        if i not in busy
+    )
     assert month["top_workflows"] == [
-        {"workflow_id": wid, "count": 5, "successful": 1, "failed": 3}]
+        {"workflow_id": wid, "count": 5, "successful": 1, "failed": 3}
+    ]
     assert month["error_breakdown"] == [
-        {"error": "Connection timeout", "count": 2}, {"error": "Rate limited", "count": 1}]
+        {"error": "Connection timeout", "count": 2},
+        {"error": "Rate limited", "count": 1},
+    ]
 
     two_months = await stats(client, workflow_id=wid, days=60)
     assert two_months["total_executions"] == 6
@@ -124,12 +159,18 @@ async def test_stats_of_seeded_history_exactly(app: FastAPI, client: httpx.Async
 
     today_only = await stats(client, workflow_id=wid, days=1)
     assert today_only == {
-        "total_executions": 0, "successful_executions": 0, "failed_executions": 0,
-        "running_executions": 0, "success_rate": 0.0, "average_execution_time": 0.0,
+        "total_executions": 0,
+        "successful_executions": 0,
+        "failed_executions": 0,
+        "running_executions": 0,
+        "success_rate": 0.0,
+        "average_execution_time": 0.0,
         "total_tokens_used": 0,
-        "executions_by_day": [{"date": datetime.now(UTC).date().isoformat(), "count": 0,
-                               "successful": 0, "failed": 0}],
-        "top_workflows": [], "error_breakdown": [],
+        "executions_by_day": [
+            {"date": datetime.now(UTC).date().isoformat(), "count": 0, "successful": 0, "failed": 0}
+        ],
+        "top_workflows": [],
+        "error_breakdown": [],
     }
 
 
@@ -148,7 +189,9 @@ async def test_stats_of_real_runs_today(
     _, second, _ = await pipeline(client, ["Other"])
     finished = []
     for _ in range(4):
-        finished.append(await wait_for_execution(client, (await execute(client, first["id"]))["id"]))
+        finished.append(
+            await wait_for_execution(client, (await execute(client, first["id"]))["id"])
+        )
     finished.append(await wait_for_execution(client, (await execute(client, second["id"]))["id"]))
     held = await execute(client, second["id"])
     await wait_for_gate(stub, "held")
@@ -159,8 +202,13 @@ async def test_stats_of_real_runs_today(
     await seed(app, history["id"], 2, "failed", 2, error="Connection timeout")
 
     body = await stats(client)
-    assert [e["status"] for e in finished] == ["completed", "completed", "failed", "failed",
-                                               "failed"]
+    assert [e["status"] for e in finished] == [
+        "completed",
+        "completed",
+        "failed",
+        "failed",
+        "failed",
+    ]
     assert body["total_executions"] == 9
     assert body["successful_executions"] == 3
     assert body["failed_executions"] == 5
@@ -169,9 +217,9 @@ async def test_stats_of_real_runs_today(
     assert body["total_tokens_used"] == 15 + 27 + 50
     durations = [duration(e) for e in finished] + [8, 2, 2]
     assert body["average_execution_time"] == pytest.approx(
-        sum(durations) / len(durations), abs=0.0005)
-    assert day(body, 0) == {"date": day(body, 0)["date"], "count": 6, "successful": 2,
-                            "failed": 3}
+        sum(durations) / len(durations), abs=0.0005
+    )
+    assert day(body, 0) == {"date": day(body, 0)["date"], "count": 6, "successful": 2, "failed": 3}
     assert day(body, 2)["count"] == 3
     assert body["top_workflows"] == [
         {"workflow_id": first["id"], "count": 4, "successful": 2, "failed": 2},
@@ -181,8 +229,11 @@ async def test_stats_of_real_runs_today(
     quota_error = finished[2]["error_message"]
     assert finished[3]["error_message"] == quota_error
     assert body["error_breakdown"] == sorted(
-        [{"error": quota_error, "count": 2}, {"error": "Connection timeout", "count": 2},
-         {"error": finished[4]["error_message"], "count": 1}],
+        [
+            {"error": quota_error, "count": 2},
+            {"error": "Connection timeout", "count": 2},
+            {"error": finished[4]["error_message"], "count": 1},
+        ],
         key=lambda e: (-e["count"], e["error"]),
     )
     stub.open_gate("held")

@@ -1,4 +1,5 @@
-"""One task at a time: POST /tasks/{id}/execute, GET /tasks/{id}/executions, POST /tasks/{id}/retry."""
+"""One task at a time: POST /tasks/{id}/execute, GET /tasks/{id}/executions and
+POST /tasks/{id}/retry."""
 
 from __future__ import annotations
 
@@ -62,7 +63,10 @@ async def test_execute_task_runs_it_alone_with_its_dependencies_latest_outputs(
     assert response.status_code == 202
     alone = await wait_for_execution(client, response.json()["id"])
     assert alone["status"] == "completed"
-    assert alone["output_data"] == {"result": "OUT<B-alone>", "tasks": {str(b["id"]): "OUT<B-alone>"}}
+    assert alone["output_data"] == {
+        "result": "OUT<B-alone>",
+        "tasks": {str(b["id"]): "OUT<B-alone>"},
+    }
     prompt = user_prompt(calls_for(stub, "B")[-1])
     assert "OUT<A2>" in prompt  # the latest output of its dependency
     assert "OUT<A1>" not in prompt
@@ -111,8 +115,18 @@ async def test_task_executions_list_every_run_with_its_details(
     assert [r["execution_id"] for r in runs] == ids[::-1]  # newest first
     newest, failed, oldest = runs
     for run in runs:
-        assert {"status", "input", "output", "error", "tokens_used", "execution_time",
-                "attempt", "execution_id", "started_at", "completed_at"} <= set(run)
+        assert {
+            "status",
+            "input",
+            "output",
+            "error",
+            "tokens_used",
+            "execution_time",
+            "attempt",
+            "execution_id",
+            "started_at",
+            "completed_at",
+        } <= set(run)
         assert run["attempt"] == 1
         assert run["task_id"] == a["id"]
         assert run["execution_time"] is not None and run["execution_time"] >= 0
@@ -159,14 +173,19 @@ async def test_retry_resumes_a_failed_execution_from_that_task_keeping_finished_
     assert done["status"] == "completed", done
     assert done["error_message"] is None
     assert done["output_data"]["tasks"] == {
-        str(a["id"]): "OUT<A>", str(b["id"]): "OUT<B>", str(c["id"]): "OUT<C>"}
+        str(a["id"]): "OUT<A>",
+        str(b["id"]): "OUT<B>",
+        str(c["id"]): "OUT<C>",
+    }
     assert done["output_data"]["result"] == "OUT<C>"
     assert len(calls_for(stub, "A")) == 1  # finished work is not redone
     assert len(calls_for(stub, "B")) == 2
     assert len(calls_for(stub, "C")) == 1
     assert "OUT<A>" in user_prompt(calls_for(stub, "B")[1])
     assert [(r["status"], r["attempt"]) for r in await runs_of(client, b["id"])] == [
-        ("completed", 2), ("failed", 1)]
+        ("completed", 2),
+        ("failed", 1),
+    ]
     assert [r["status"] for r in await runs_of(client, c["id"])] == ["completed", "skipped"]
 
     again = await retry(client, b["id"])
@@ -201,8 +220,9 @@ async def test_retry_in_a_parallel_workflow_reruns_only_what_did_not_finish(
         for_task("Bad", content="OUT<Bad>"),
     )
     agent, workflow, (bad, good) = await pipeline(client, ["Bad", "Good"], "parallel")
-    after = await make_task(client, workflow["id"], agent["id"], "After",
-                            dependencies=[bad["id"], good["id"]])
+    after = await make_task(
+        client, workflow["id"], agent["id"], "After", dependencies=[bad["id"], good["id"]]
+    )
     run = await execute(client, workflow["id"])
     assert (await wait_for_execution(client, run["id"]))["status"] == "failed"
     assert (await retry(client, bad["id"])).status_code == 202
@@ -234,7 +254,8 @@ async def test_retry_with_nothing_to_retry_is_a_409(
     assert never_ran.status_code == 409
     assert never_ran.json()["error"] == "INVALID_STATE"
     assert (await wait_for_execution(client, (await execute(client, workflow["id"]))["id"]))[
-        "status"] == "completed"
+        "status"
+    ] == "completed"
     succeeded = await retry(client, a["id"])
     assert succeeded.status_code == 409
     assert succeeded.json()["details"]["latest_status"] == "completed"

@@ -341,7 +341,10 @@ async def test_unreachable_provider_fails_naming_where_it_was_looked_for(
     database_url: str,
 ) -> None:
     settings = make_settings(
-        database_url, None, cerebras_api_key="k", cerebras_base_url="http://127.0.0.1:9/v1",
+        database_url,
+        None,
+        cerebras_api_key="k",
+        cerebras_base_url="http://127.0.0.1:9/v1",
         llm_max_retries=1,
     )
     async with running_app(settings) as (_, client):

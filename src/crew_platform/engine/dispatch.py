@@ -38,6 +38,8 @@ class Dispatcher:
         self._controls: dict[int, Control] = {}
         self._again: set[int] = set()
         self._closing = False
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._unsubscribe = runner.bus.subscribe(self._on_event)
 
     def submit(self, execution_id: int) -> None:
@@ -52,6 +54,7 @@ class Dispatcher:
         )
         self._jobs[execution_id] = job
         self._controls[execution_id] = control
+        self._idle.clear()
         job.add_done_callback(functools.partial(self._finished, execution_id))
 
     def _finished(self, execution_id: int, job: asyncio.Task[None]) -> None:
@@ -62,6 +65,8 @@ class Dispatcher:
         if execution_id in self._again:
             self._again.discard(execution_id)
             self.submit(execution_id)
+        if not self._jobs:
+            self._idle.set()
 
     def _on_event(self, event: Event) -> None:
         """Bus listener (must not block): a cancel taken by any process aborts our runner."""
@@ -131,12 +136,12 @@ class Dispatcher:
         if self._jobs:
             await asyncio.gather(*self._jobs.values(), return_exceptions=True)
 
-    async def drain(self, timeout: float) -> bool:
-        """Wait until no execution is running (tests and benchmarks)."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self._jobs or self._again:
-            if loop.time() > deadline:
-                return False
-            await asyncio.sleep(0.01)
+    async def drain(self, within: float) -> bool:
+        """Wait until no execution is running (tests and benchmarks); False after `within`
+        seconds if some still are."""
+        try:
+            async with asyncio.timeout(within):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
         return True

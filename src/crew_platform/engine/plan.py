@@ -32,7 +32,7 @@ def find_cycle(graph: Mapping[int, Iterable[int]]) -> list[int] | None:
             for dep in deps:
                 state = colour.get(dep, black)
                 if state == grey:
-                    return [*path[path.index(dep):], dep]
+                    return [*path[path.index(dep) :], dep]
                 if state == white:
                     colour[dep] = grey
                     path.append(dep)

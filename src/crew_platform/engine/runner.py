@@ -181,7 +181,9 @@ class ExecutionRunner:
             elif resumed_after_crash:
                 await journal.record(
                     self._event(
-                        state, EventType.WORKFLOW_RESUMED, status=ES.RUNNING,
+                        state,
+                        EventType.WORKFLOW_RESUMED,
+                        status=ES.RUNNING,
                         data={"reason": "recovered after restart"},
                     ),
                     f"Execution {execution_id} resumed after a restart",
@@ -232,9 +234,7 @@ class ExecutionRunner:
         )
         runs = (
             await session.scalars(
-                select(TaskRun)
-                .where(TaskRun.execution_id == execution.id)
-                .order_by(TaskRun.id)
+                select(TaskRun).where(TaskRun.execution_id == execution.id).order_by(TaskRun.id)
             )
         ).all()
         for run in runs:
@@ -247,7 +247,9 @@ class ExecutionRunner:
             )
         return state
 
-    async def _latest_outputs(self, session: AsyncSession, task_ids: Sequence[int]) -> dict[int, str]:
+    async def _latest_outputs(
+        self, session: AsyncSession, task_ids: Sequence[int]
+    ) -> dict[int, str]:
         if not task_ids:
             return {}
         latest = (
@@ -267,12 +269,20 @@ class ExecutionRunner:
         )
         for run in interrupted.all():
             await move_task_run(
-                journal.session, run.id, TS.CANCELLED,
-                error="Interrupted: the server stopped during this run", completed_at=utcnow(),
+                journal.session,
+                run.id,
+                TS.CANCELLED,
+                error="Interrupted: the server stopped during this run",
+                completed_at=utcnow(),
             )
             await journal.record(
-                self._event(state, EventType.TASK_CANCELLED, task_id=run.task_id,
-                            status=TS.CANCELLED, data={"reason": "interrupted"}),
+                self._event(
+                    state,
+                    EventType.TASK_CANCELLED,
+                    task_id=run.task_id,
+                    status=TS.CANCELLED,
+                    data={"reason": "interrupted"},
+                ),
                 f"Task {run.task_id} run {run.id} was interrupted and will run again",
             )
 
@@ -387,8 +397,14 @@ class ExecutionRunner:
             session.add(run)
             await session.flush()
             started = await journal.record(
-                self._event(state, EventType.TASK_STARTED, task_id=step.task_id,
-                            agent_id=run.agent_id, status=TS.RUNNING, data={"attempt": attempt}),
+                self._event(
+                    state,
+                    EventType.TASK_STARTED,
+                    task_id=step.task_id,
+                    agent_id=run.agent_id,
+                    status=TS.RUNNING,
+                    data={"attempt": attempt},
+                ),
                 f"Task {step.task_id} ({spec.name}) started, attempt {attempt}",
             )
             await journal.commit()
@@ -420,8 +436,12 @@ class ExecutionRunner:
             chunk_index += 1
             await self._bus.publish(
                 self._event(
-                    state, EventType.TASK_OUTPUT_CHUNK, task_id=step.task_id,
-                    agent_id=agent.agent_id, status=TS.RUNNING, seq=started.seq,
+                    state,
+                    EventType.TASK_OUTPUT_CHUNK,
+                    task_id=step.task_id,
+                    agent_id=agent.agent_id,
+                    status=TS.RUNNING,
+                    seq=started.seq,
                     data={"chunk": text, "index": chunk_index, "call_attempt": call_attempt},
                 )
             )
@@ -444,8 +464,13 @@ class ExecutionRunner:
         async with self._sessions() as session:
             journal = Journal(session, self._bus)
             stored = await move_task_run(
-                session, run.id, TS.COMPLETED, output=completion.text,
-                tokens_used=completion.tokens_used, execution_time=elapsed, completed_at=utcnow(),
+                session,
+                run.id,
+                TS.COMPLETED,
+                output=completion.text,
+                tokens_used=completion.tokens_used,
+                execution_time=elapsed,
+                completed_at=utcnow(),
             )
             if stored:
                 await session.execute(
@@ -456,10 +481,17 @@ class ExecutionRunner:
                 )
                 await journal.record(
                     self._event(
-                        state, EventType.TASK_COMPLETED, task_id=step.task_id,
-                        agent_id=agent.agent_id, status=TS.COMPLETED,
-                        data={"output": completion.text, "tokens_used": completion.tokens_used,
-                              "execution_time": round(elapsed, 6), "attempt": attempt},
+                        state,
+                        EventType.TASK_COMPLETED,
+                        task_id=step.task_id,
+                        agent_id=agent.agent_id,
+                        status=TS.COMPLETED,
+                        data={
+                            "output": completion.text,
+                            "tokens_used": completion.tokens_used,
+                            "execution_time": round(elapsed, 6),
+                            "attempt": attempt,
+                        },
                     ),
                     f"Task {step.task_id} ({spec.name}) completed in {elapsed:.3f}s, "
                     f"{completion.tokens_used} tokens",
@@ -477,8 +509,13 @@ class ExecutionRunner:
         async with self._sessions() as session:
             journal = Journal(session, self._bus)
             await journal.record(
-                self._event(state, EventType.TASK_FAILED, task_id=task_id,
-                            status=TS.FAILED, data={"error": error}),
+                self._event(
+                    state,
+                    EventType.TASK_FAILED,
+                    task_id=task_id,
+                    status=TS.FAILED,
+                    data={"error": error},
+                ),
                 f"Task {task_id} failed: {error}",
             )
             await journal.commit()
@@ -491,13 +528,22 @@ class ExecutionRunner:
         async with self._sessions() as session:
             journal = Journal(session, self._bus)
             if await move_task_run(
-                session, run.id, TS.FAILED, error=error, execution_time=elapsed,
+                session,
+                run.id,
+                TS.FAILED,
+                error=error,
+                execution_time=elapsed,
                 completed_at=utcnow(),
             ):
                 await journal.record(
-                    self._event(state, EventType.TASK_FAILED, task_id=run.task_id,
-                                agent_id=run.agent_id, status=TS.FAILED,
-                                data={"error": error, "attempt": run.attempt}),
+                    self._event(
+                        state,
+                        EventType.TASK_FAILED,
+                        task_id=run.task_id,
+                        agent_id=run.agent_id,
+                        status=TS.FAILED,
+                        data={"error": error, "attempt": run.attempt},
+                    ),
                     f"Task {run.task_id} ({spec.name if spec else '?'}) failed: {error}",
                 )
             await journal.commit()
@@ -514,14 +560,18 @@ class ExecutionRunner:
             for task_id in todo:
                 attempt = state.attempts.get(task_id, 0) + 1
                 state.attempts[task_id] = attempt
-                session.add(TaskRun(
-                    execution_id=state.execution_id, task_id=task_id, status=TS.SKIPPED,
-                    attempt=attempt, error="Skipped: an earlier task failed",
-                    completed_at=utcnow(),
-                ))
+                session.add(
+                    TaskRun(
+                        execution_id=state.execution_id,
+                        task_id=task_id,
+                        status=TS.SKIPPED,
+                        attempt=attempt,
+                        error="Skipped: an earlier task failed",
+                        completed_at=utcnow(),
+                    )
+                )
                 await journal.record(
-                    self._event(state, EventType.TASK_SKIPPED, task_id=task_id,
-                                status=TS.SKIPPED),
+                    self._event(state, EventType.TASK_SKIPPED, task_id=task_id, status=TS.SKIPPED),
                     f"Task {task_id} skipped because an earlier task failed",
                 )
             await journal.commit()
@@ -534,23 +584,39 @@ class ExecutionRunner:
             if outcome is Outcome.COMPLETED:
                 output = self._output(state)
                 if await move_execution(
-                    session, state.execution_id, ES.COMPLETED,
-                    output_data=output, completed_at=utcnow(), error_message=None,
+                    session,
+                    state.execution_id,
+                    ES.COMPLETED,
+                    output_data=output,
+                    completed_at=utcnow(),
+                    error_message=None,
                 ):
                     await journal.record(
-                        self._event(state, EventType.WORKFLOW_COMPLETED, status=ES.COMPLETED,
-                                    data={"output": output["result"]}),
+                        self._event(
+                            state,
+                            EventType.WORKFLOW_COMPLETED,
+                            status=ES.COMPLETED,
+                            data={"output": output["result"]},
+                        ),
                         f"Execution {state.execution_id} completed",
                     )
             else:
                 error = state.failure or "failed"
                 if await move_execution(
-                    session, state.execution_id, ES.FAILED,
-                    output_data=self._output(state), completed_at=utcnow(), error_message=error,
+                    session,
+                    state.execution_id,
+                    ES.FAILED,
+                    output_data=self._output(state),
+                    completed_at=utcnow(),
+                    error_message=error,
                 ):
                     await journal.record(
-                        self._event(state, EventType.WORKFLOW_FAILED, status=ES.FAILED,
-                                    data={"error": error}),
+                        self._event(
+                            state,
+                            EventType.WORKFLOW_FAILED,
+                            status=ES.FAILED,
+                            data={"error": error},
+                        ),
                         f"Execution {state.execution_id} failed: {error}",
                     )
             await journal.commit()
@@ -579,11 +645,21 @@ class ExecutionRunner:
                 )
             )
             for run in running.all():
-                if await move_task_run(session, run.id, TS.CANCELLED,
-                                       error="Cancelled by request", completed_at=utcnow()):
+                if await move_task_run(
+                    session,
+                    run.id,
+                    TS.CANCELLED,
+                    error="Cancelled by request",
+                    completed_at=utcnow(),
+                ):
                     await journal.record(
-                        self._event(state, EventType.TASK_CANCELLED, task_id=run.task_id,
-                                    agent_id=run.agent_id, status=TS.CANCELLED),
+                        self._event(
+                            state,
+                            EventType.TASK_CANCELLED,
+                            task_id=run.task_id,
+                            agent_id=run.agent_id,
+                            status=TS.CANCELLED,
+                        ),
                         f"Task {run.task_id} run {run.id} cancelled",
                     )
             await journal.commit()

@@ -51,11 +51,15 @@ FINISHED: frozenset[str] = frozenset({E.COMPLETED, E.FAILED, E.CANCELLED})
 
 def sources_of(target: ExecutionStatus) -> frozenset[str]:
     """Statuses from which an execution may move to `target` (for compare-and-set updates)."""
-    return frozenset(src.value for src, targets in EXECUTION_TRANSITIONS.items() if target in targets)
+    return frozenset(
+        src.value for src, targets in EXECUTION_TRANSITIONS.items() if target in targets
+    )
 
 
 def task_run_sources_of(target: TaskRunStatus) -> frozenset[str]:
-    return frozenset(src.value for src, targets in TASK_RUN_TRANSITIONS.items() if target in targets)
+    return frozenset(
+        src.value for src, targets in TASK_RUN_TRANSITIONS.items() if target in targets
+    )
 
 
 def can_transition(current: str, target: ExecutionStatus) -> bool:

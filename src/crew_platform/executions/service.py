@@ -51,7 +51,9 @@ from crew_platform.workflows.service import get_workflow
 # -- starting runs ---------------------------------------------------------------------------
 
 
-async def _check_runnable(session: AsyncSession, tasks: Sequence[Task], inputs: dict[str, Any]) -> None:
+async def _check_runnable(
+    session: AsyncSession, tasks: Sequence[Task], inputs: dict[str, Any]
+) -> None:
     missing: dict[str, list[int]] = defaultdict(list)
     for task in tasks:
         available = set(inputs) | set(task.input_data or {})
@@ -61,8 +63,11 @@ async def _check_runnable(session: AsyncSession, tasks: Sequence[Task], inputs: 
         keys = sorted(missing)
         raise MissingInput(
             f"input_data is missing values for: {', '.join(keys)}",
-            {"missing": keys, "tasks": {k: v for k, v in missing.items()},
-             "fields": {f"input_data.{k}": "required by a task placeholder" for k in keys}},
+            {
+                "missing": keys,
+                "tasks": {k: v for k, v in missing.items()},
+                "fields": {f"input_data.{k}": "required by a task placeholder" for k in keys},
+            },
         )
     agent_ids = {t.agent_id for t in tasks if t.agent_id is not None}
     active = set(
@@ -139,8 +144,12 @@ async def start_workflow(
     else:
         planned = linear_plan(order)
     return await _create_execution(
-        session, dispatcher, workflow=workflow, mode="workflow",
-        plan=[p.as_json() for p in planned], request=request,
+        session,
+        dispatcher,
+        workflow=workflow,
+        mode="workflow",
+        plan=[p.as_json() for p in planned],
+        request=request,
     )
 
 
@@ -161,8 +170,12 @@ async def start_task(
         )
     await _check_runnable(session, [task], request.input_data)
     return await _create_execution(
-        session, dispatcher, workflow=workflow, mode="task",
-        plan=[{"task_id": task.id, "depends_on": []}], request=request,
+        session,
+        dispatcher,
+        workflow=workflow,
+        mode="task",
+        plan=[{"task_id": task.id, "depends_on": []}],
+        request=request,
     )
 
 
@@ -170,8 +183,13 @@ async def start_task(
 
 
 def _event(execution: Execution, kind: EventType, status: str, **data: Any) -> Event:
-    return Event(type=kind, workflow_id=execution.workflow_id, execution_id=execution.id,
-                 status=status, data=data)
+    return Event(
+        type=kind,
+        workflow_id=execution.workflow_id,
+        execution_id=execution.id,
+        status=status,
+        data=data,
+    )
 
 
 async def _executions_of(
@@ -189,7 +207,9 @@ async def _reload(session: AsyncSession, ids: Sequence[int]) -> list[ExecutionRe
     if not ids:
         return []
     rows = await session.scalars(
-        select(Execution).where(Execution.id.in_(ids)).order_by(Execution.id)
+        select(Execution)
+        .where(Execution.id.in_(ids))
+        .order_by(Execution.id)
         .execution_options(populate_existing=True)
     )
     return [ExecutionRead.model_validate(e) for e in rows]
@@ -217,8 +237,10 @@ async def pause_workflow(
 ) -> ControlResult:
     await get_workflow(session, workflow_id)
     if not await _move_workflow(session, workflow_id, ACTIVE, PAUSED):
-        raise InvalidStateTransition(f"Workflow {workflow_id} is already paused",
-                                     {"workflow_id": workflow_id, "status": PAUSED})
+        raise InvalidStateTransition(
+            f"Workflow {workflow_id} is already paused",
+            {"workflow_id": workflow_id, "status": PAUSED},
+        )
     journal = Journal(session, bus)
     paused: list[int] = []
     for execution in await _executions_of(session, workflow_id, [ES.RUNNING]):
@@ -232,8 +254,11 @@ async def pause_workflow(
     await journal.commit()
     for execution_id in paused:
         dispatcher.pause(execution_id)
-    return ControlResult(workflow_id=workflow_id, workflow_status=PAUSED,
-                         affected_executions=await _reload(session, paused + waiting))
+    return ControlResult(
+        workflow_id=workflow_id,
+        workflow_status=PAUSED,
+        affected_executions=await _reload(session, paused + waiting),
+    )
 
 
 async def resume_workflow(
@@ -241,8 +266,9 @@ async def resume_workflow(
 ) -> ControlResult:
     await get_workflow(session, workflow_id)
     if not await _move_workflow(session, workflow_id, PAUSED, ACTIVE):
-        raise InvalidStateTransition(f"Workflow {workflow_id} is not paused",
-                                     {"workflow_id": workflow_id, "status": ACTIVE})
+        raise InvalidStateTransition(
+            f"Workflow {workflow_id} is not paused", {"workflow_id": workflow_id, "status": ACTIVE}
+        )
     journal = Journal(session, bus)
     resumed: list[int] = []
     for execution in await _executions_of(session, workflow_id, [ES.PAUSED]):
@@ -257,8 +283,11 @@ async def resume_workflow(
     affected = sorted(set(resumed) | set(waiting))
     for execution_id in affected:
         dispatcher.submit(execution_id)
-    return ControlResult(workflow_id=workflow_id, workflow_status=ACTIVE,
-                         affected_executions=await _reload(session, affected))
+    return ControlResult(
+        workflow_id=workflow_id,
+        workflow_status=ACTIVE,
+        affected_executions=await _reload(session, affected),
+    )
 
 
 async def _cancel_in_store(journal: Journal, execution: Execution) -> bool:
@@ -272,12 +301,18 @@ async def _cancel_in_store(journal: Journal, execution: Execution) -> bool:
         )
     )
     for run in runs.all():
-        if await move_task_run(session, run.id, TS.CANCELLED, error="Cancelled by request",
-                               completed_at=utcnow()):
+        if await move_task_run(
+            session, run.id, TS.CANCELLED, error="Cancelled by request", completed_at=utcnow()
+        ):
             await journal.record(
-                Event(type=EventType.TASK_CANCELLED, workflow_id=execution.workflow_id,
-                      execution_id=execution.id, task_id=run.task_id, agent_id=run.agent_id,
-                      status=TS.CANCELLED),
+                Event(
+                    type=EventType.TASK_CANCELLED,
+                    workflow_id=execution.workflow_id,
+                    execution_id=execution.id,
+                    task_id=run.task_id,
+                    agent_id=run.agent_id,
+                    status=TS.CANCELLED,
+                ),
                 f"Task {run.task_id} run {run.id} cancelled",
             )
     await journal.record(
@@ -311,8 +346,11 @@ async def cancel_workflow(
             {"workflow_id": workflow_id},
         )
     cancelled = await _cancel_many(session, bus, dispatcher, unfinished)
-    return ControlResult(workflow_id=workflow_id, workflow_status=workflow.status,
-                         affected_executions=await _reload(session, cancelled))
+    return ControlResult(
+        workflow_id=workflow_id,
+        workflow_status=workflow.status,
+        affected_executions=await _reload(session, cancelled),
+    )
 
 
 async def cancel_execution(
@@ -327,18 +365,26 @@ async def cancel_execution(
     workflow = await get_workflow(session, execution.workflow_id)
     cancelled = await _cancel_many(session, bus, dispatcher, [execution])
     if not cancelled:
-        raise InvalidStateTransition(f"Execution {execution_id} finished before it was cancelled",
-                                     {"execution_id": execution_id})
-    return ControlResult(workflow_id=workflow.id, workflow_status=workflow.status,
-                         affected_executions=await _reload(session, cancelled))
+        raise InvalidStateTransition(
+            f"Execution {execution_id} finished before it was cancelled",
+            {"execution_id": execution_id},
+        )
+    return ControlResult(
+        workflow_id=workflow.id,
+        workflow_status=workflow.status,
+        affected_executions=await _reload(session, cancelled),
+    )
 
 
 async def stop_all(session: AsyncSession, dispatcher: Dispatcher, *, workflow_id: int) -> None:
     """Abort a workflow's runners (before its deletion); the store is left to the caller."""
-    ids = list(await session.scalars(
-        select(Execution.id).where(Execution.workflow_id == workflow_id,
-                                   Execution.status.in_(sorted(UNFINISHED)))
-    ))
+    ids = list(
+        await session.scalars(
+            select(Execution.id).where(
+                Execution.workflow_id == workflow_id, Execution.status.in_(sorted(UNFINISHED))
+            )
+        )
+    )
     await session.commit()
     for execution_id in ids:
         dispatcher.pause(execution_id)
@@ -364,10 +410,12 @@ async def retry_task(
             {"task_id": task_id, "execution_id": execution.id, "status": execution.status},
         )
     journal = Journal(session, bus)
-    if not await move_execution(session, execution.id, ES.PENDING,
-                                completed_at=None, error_message=None):
-        raise InvalidStateTransition(f"Execution {execution.id} changed state; try again",
-                                     {"execution_id": execution.id})
+    if not await move_execution(
+        session, execution.id, ES.PENDING, completed_at=None, error_message=None
+    ):
+        raise InvalidStateTransition(
+            f"Execution {execution.id} changed state; try again", {"execution_id": execution.id}
+        )
     await journal.record(
         _event(execution, EventType.WORKFLOW_RESUMED, ES.PENDING, reason="retry", task_id=task_id),
         f"Execution {execution.id} resumes from task {task_id} (retry)",
@@ -375,8 +423,13 @@ async def retry_task(
     await journal.commit()
     dispatcher.submit(execution.id)  # stays pending if the workflow is paused (see above)
     (read,) = await _reload(session, [execution.id])
-    return TaskRetryResult(task_id=task_id, execution_id=execution.id, retried_run_id=run.id,
-                           attempt=run.attempt + 1, execution=read)
+    return TaskRetryResult(
+        task_id=task_id,
+        execution_id=execution.id,
+        retried_run_id=run.id,
+        attempt=run.attempt + 1,
+        execution=read,
+    )
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -419,7 +472,12 @@ async def task_runs(
 
 
 async def execution_logs(
-    session: AsyncSession, *, execution_id: int, skip: int, limit: int, level: str | None,
+    session: AsyncSession,
+    *,
+    execution_id: int,
+    skip: int,
+    limit: int,
+    level: str | None,
     after_seq: int | None = None,
 ) -> tuple[list[LogEntry], int]:
     await get_execution(session, execution_id)
@@ -435,18 +493,28 @@ async def execution_logs(
 async def execution_status(session: AsyncSession, *, execution_id: int) -> ExecutionStatusRead:
     execution = await get_execution(session, execution_id)
     planned = [int(p["task_id"]) for p in execution.plan or []]
-    runs = (await session.scalars(
-        select(TaskRun).where(TaskRun.execution_id == execution_id).order_by(TaskRun.id)
-    )).all()
+    runs = (
+        await session.scalars(
+            select(TaskRun).where(TaskRun.execution_id == execution_id).order_by(TaskRun.id)
+        )
+    ).all()
     latest: dict[int, TaskRun] = {run.task_id: run for run in runs}
     counts = Counter(latest[t].status if t in latest else TS.PENDING.value for t in planned)
-    names = dict((await session.execute(
-        select(Task.id, Task.name).where(Task.id.in_(planned))
-    )).tuples().all())
+    names = dict(
+        (await session.execute(select(Task.id, Task.name).where(Task.id.in_(planned))))
+        .tuples()
+        .all()
+    )
     running = [
-        RunningTask(task_id=r.task_id, name=names.get(r.task_id), run_id=r.id, attempt=r.attempt,
-                    started_at=r.started_at)
-        for r in latest.values() if r.status == TS.RUNNING
+        RunningTask(
+            task_id=r.task_id,
+            name=names.get(r.task_id),
+            run_id=r.id,
+            attempt=r.attempt,
+            started_at=r.started_at,
+        )
+        for r in latest.values()
+        if r.status == TS.RUNNING
     ]
     total = len(planned)
     finished_at = execution.completed_at or utcnow()
@@ -480,8 +548,13 @@ async def execution_stats(
     first_day = today - timedelta(days=days - 1)
     window_start = datetime.combine(first_day, datetime.min.time(), tzinfo=UTC)
     query = select(
-        Execution.workflow_id, Execution.status, Execution.created_at, Execution.started_at,
-        Execution.completed_at, Execution.tokens_used, Execution.error_message,
+        Execution.workflow_id,
+        Execution.status,
+        Execution.created_at,
+        Execution.started_at,
+        Execution.completed_at,
+        Execution.tokens_used,
+        Execution.error_message,
     ).where(Execution.created_at >= window_start)
     if workflow_id is not None:
         query = query.where(Execution.workflow_id == workflow_id)
@@ -535,6 +608,11 @@ async def execution_stats(
 
 
 async def count_unfinished(session: AsyncSession) -> int:
-    return int(await session.scalar(
-        select(func.count()).select_from(Execution).where(Execution.status.in_(sorted(UNFINISHED)))
-    ) or 0)
+    return int(
+        await session.scalar(
+            select(func.count())
+            .select_from(Execution)
+            .where(Execution.status.in_(sorted(UNFINISHED)))
+        )
+        or 0
+    )

@@ -211,7 +211,10 @@ class LLMGateway:
 
     async def list_models(self, provider: str) -> list[ModelInfo]:
         cache = self._model_cache.setdefault(provider, _ModelCache())
-        if cache.fetched_at and time.monotonic() - cache.fetched_at < self._settings.models_cache_seconds:
+        if (
+            cache.fetched_at
+            and time.monotonic() - cache.fetched_at < self._settings.models_cache_seconds
+        ):
             return cache.models
         client = self._client(provider)
         try:

@@ -47,13 +47,23 @@ async def list_models(request: Request) -> ModelList:
             try:
                 for info in await gateway.list_models(config.name):
                     ident = info.id if config.name == CEREBRAS else f"{config.name}:{info.id}"
-                    models.append(ModelRead(id=ident, provider=config.name, model=info.id,
-                                            owned_by=info.owned_by))
+                    models.append(
+                        ModelRead(
+                            id=ident, provider=config.name, model=info.id, owned_by=info.owned_by
+                        )
+                    )
             except LLMError as exc:
                 error = exc.message
         else:
             error = f"not configured: set {config.key_variable}"
-        providers.append(ProviderState(name=config.name, configured=bool(config.api_key),
-                                       base_url=config.base_url, error=error))
-    return ModelList(default_model=request.app.state.settings.default_model, models=models,
-                     providers=providers)
+        providers.append(
+            ProviderState(
+                name=config.name,
+                configured=bool(config.api_key),
+                base_url=config.base_url,
+                error=error,
+            )
+        )
+    return ModelList(
+        default_model=request.app.state.settings.default_model, models=models, providers=providers
+    )
