@@ -126,16 +126,28 @@ async def test_500_is_retried_then_succeeds(client: httpx.AsyncClient, stub: Stu
 
 
 async def test_connection_dropped_mid_stream_is_retried_from_scratch(
-    client: httpx.AsyncClient, stub: StubServer
+    app: FastAPI, client: httpx.AsyncClient, stub: StubServer
 ) -> None:
+    events: list[Event] = []
+    unsubscribe = app.state.bus.subscribe(events.append)
     stub.script(
         {"content": "partial words that will never all arrive here", "fault": "drop"},
         {"content": "the complete answer"},
     )
-    done = await run_one(client)
+    try:
+        done = await run_one(client)
+    finally:
+        unsubscribe()
     assert done["status"] == "completed", done
     assert done["output_data"]["result"] == "the complete answer"  # no half of the first
     assert len(stub.requests) == 2
+    # Chunks already published say which call they came from, so a listener can drop the
+    # first call's when the second starts.
+    chunks = [e.data for e in events if e.type == EventType.TASK_OUTPUT_CHUNK]
+    first = [c["chunk"] for c in chunks if c["call_attempt"] == 1]
+    second = [c["chunk"] for c in chunks if c["call_attempt"] == 2]
+    assert first and "".join(first) in "partial words that will never all arrive here"
+    assert "".join(second) == "the complete answer"
 
 
 async def test_malformed_stream_is_retried(client: httpx.AsyncClient, stub: StubServer) -> None:
