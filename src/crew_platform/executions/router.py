@@ -69,9 +69,7 @@ async def execution_logs(
     return items
 
 
-@router.post(
-    "/{execution_id}/cancel", response_model=ControlResult, summary="Cancel execution"
-)
+@router.post("/{execution_id}/cancel", response_model=ControlResult, summary="Cancel execution")
 async def cancel_execution(
     execution_id: IdPath, session: SessionDep, bus: BusDep, dispatcher: DispatcherDep
 ) -> ControlResult:
