@@ -18,7 +18,8 @@ from sqlalchemy import select
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from crew_platform.common.deps import SessionDep
-from crew_platform.common.http import ERROR_RESPONSES
+from crew_platform.common.http import ERROR_RESPONSES, IdPath
+from crew_platform.common.types import MAX_ID
 from crew_platform.engine.states import FINISHED
 from crew_platform.events.types import FINAL_EVENTS, Event, EventType
 from crew_platform.executions.service import get_execution
@@ -67,11 +68,13 @@ def _frame(message: dict[str, Any], with_id: bool = True) -> ServerSentEvent:
     },
 )
 async def execution_events(
-    execution_id: int,
+    execution_id: IdPath,
     request: Request,
     session: SessionDep,
     last_event_id: Annotated[str | None, Header()] = None,
-    after: Annotated[int | None, Query(ge=0, description="Same as Last-Event-ID")] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=MAX_ID, description="Same as Last-Event-ID")
+    ] = None,
     stream: Annotated[bool, Query(description="Include task_output_chunk events")] = False,
 ) -> EventSourceResponse:
     execution = await get_execution(session, execution_id)
@@ -79,7 +82,7 @@ async def execution_events(
     await session.commit()
     start_after = after or 0
     if last_event_id and last_event_id.strip().isdigit():
-        start_after = int(last_event_id.strip())
+        start_after = min(int(last_event_id.strip()), MAX_ID)
 
     live: asyncio.Queue[Event] = asyncio.Queue(LIVE_QUEUE_SIZE)
 
