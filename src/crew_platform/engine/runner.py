@@ -307,7 +307,7 @@ class ExecutionRunner:
             if step.task_id in state.outputs:
                 done_before.append(step.task_id)
                 continue
-            if await self._should_stop(state, control):
+            if control.should_stop:
                 return Outcome.STOPPED
             result = await self._run_step(state, step, context_ids=list(done_before))
             if result.stopped:
@@ -325,12 +325,9 @@ class ExecutionRunner:
         stopped = False
         try:
             while waiting or in_flight:
-                ready = [p for p in waiting if all(d in state.outputs for d in p.depends_on)]
-                room = max(0, state.max_parallel - len(in_flight))
-                if state.failure is None and not stopped and ready and room:
-                    stopped = await self._should_stop(state, control)
-                if state.failure is None and not stopped:
-                    for step in ready[:room]:
+                if state.failure is None and not control.should_stop and not stopped:
+                    ready = [p for p in waiting if all(d in state.outputs for d in p.depends_on)]
+                    for step in ready[: max(0, state.max_parallel - len(in_flight))]:
                         waiting.remove(step)
                         job = asyncio.create_task(
                             self._run_step(state, step, context_ids=list(step.depends_on))
@@ -360,31 +357,28 @@ class ExecutionRunner:
             return Outcome.STOPPED
         return Outcome.COMPLETED
 
-    async def _should_stop(self, state: RunState, control: Control) -> bool:
-        """At a task boundary: stop if this process was asked to, or if the store says the
-        execution is no longer running (paused or cancelled through any server process)."""
-        if control.should_stop:
-            return True
-        async with self._sessions() as session:
-            status = await session.scalar(
-                select(Execution.status).where(Execution.id == state.execution_id)
-            )
-        return status != ES.RUNNING
-
     # -- one step --------------------------------------------------------------------------
 
     async def _run_step(
         self, state: RunState, step: PlannedTask, context_ids: list[int]
     ) -> StepResult:
         spec = state.tasks.get(step.task_id)
-        if spec is None:
-            return await self._task_gone(state, step.task_id)
-        attempt = state.attempts.get(step.task_id, 0) + 1
-        state.attempts[step.task_id] = attempt
-        values = spec.input_data | state.input_data
-        agent = spec.agent
         async with self._sessions() as session:
+            # The task boundary. The store decides whether the execution still runs (a pause or
+            # a cancel taken by any server process lands there); the row lock makes this check
+            # and the task run's record one step, so a racing cancel sees the run or stops it.
+            status = await session.scalar(
+                select(Execution.status).where(Execution.id == state.execution_id).with_for_update()
+            )
+            if status != ES.RUNNING:
+                return StepResult(step.task_id, stopped=True)
             journal = Journal(session, self._bus)
+            if spec is None:
+                return await self._task_gone(journal, state, step.task_id)
+            attempt = state.attempts.get(step.task_id, 0) + 1
+            state.attempts[step.task_id] = attempt
+            values = spec.input_data | state.input_data
+            agent = spec.agent
             run = TaskRun(
                 execution_id=state.execution_id,
                 task_id=step.task_id,
@@ -502,23 +496,21 @@ class ExecutionRunner:
         state.outputs[step.task_id] = completion.text
         return StepResult(step.task_id, output=completion.text)
 
-    async def _task_gone(self, state: RunState, task_id: int) -> StepResult:
+    async def _task_gone(self, journal: Journal, state: RunState, task_id: int) -> StepResult:
         """The task was deleted after the execution was accepted: there is nothing to run (and
         no task run can be recorded for it); the execution fails saying so."""
         error = "TASK_NOT_RUNNABLE: the task was deleted after this execution was accepted"
-        async with self._sessions() as session:
-            journal = Journal(session, self._bus)
-            await journal.record(
-                self._event(
-                    state,
-                    EventType.TASK_FAILED,
-                    task_id=task_id,
-                    status=TS.FAILED,
-                    data={"error": error},
-                ),
-                f"Task {task_id} failed: {error}",
-            )
-            await journal.commit()
+        await journal.record(
+            self._event(
+                state,
+                EventType.TASK_FAILED,
+                task_id=task_id,
+                status=TS.FAILED,
+                data={"error": error},
+            ),
+            f"Task {task_id} failed: {error}",
+        )
+        await journal.commit()
         return StepResult(task_id, error=f"Task {task_id} failed: {error}")
 
     async def _fail_step(
