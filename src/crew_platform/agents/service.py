@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crew_platform.agents.schemas import AgentCreate, AgentTestRequest, AgentTestResult, AgentUpdate
 from crew_platform.common.persistence import commit_unique, name_taken, paginate
+from crew_platform.engine.journal import publish
 from crew_platform.engine.runner import profile_of
 from crew_platform.errors import Conflict, NotFound, PlatformError
 from crew_platform.events.bus import EventBus
@@ -130,7 +131,8 @@ async def test_agent(
             success=False,
             error=f"{exc.code}: {exc.message}",
         )
-    await bus.publish(
+    await publish(
+        bus,
         Event(
             type=EventType.AGENT_TEST_COMPLETED,
             agent_id=agent_id,
@@ -141,6 +143,6 @@ async def test_agent(
                 "tokens_used": result.tokens_used,
                 "execution_time": result.execution_time,
             },
-        )
+        ),
     )
     return result

@@ -2,10 +2,15 @@
 
 Every persisted event gets the next per-execution `seq` (an atomic UPDATE ... RETURNING), so the
 SSE stream can replay from any point and nothing a client was told is missing from the log.
+
+Publishing is best effort: the log is already committed when an event goes out, so a bus that is
+down or stalls (Redis gone) costs live delivery only, never the run or the request.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 from sqlalchemy import update
@@ -23,6 +28,26 @@ _LEVELS = {
     EventType.TASK_SKIPPED: "warning",
 }
 _LOGGED_DATA_KEYS = ("output", "error", "tokens_used", "execution_time", "attempt", "reason")
+PUBLISH_TIMEOUT = 5.0
+
+log = logging.getLogger(__name__)
+
+
+async def publish(bus: EventBus, event: Event) -> bool:
+    """Publish `event`; a failing or stalled bus is logged, not raised."""
+    try:
+        async with asyncio.timeout(PUBLISH_TIMEOUT):
+            await bus.publish(event)
+        return True
+    except Exception as exc:
+        log.warning(
+            "event %s of execution %s not published: %s: %s",
+            event.type.value,
+            event.execution_id,
+            type(exc).__name__,
+            exc,
+        )
+        return False
 
 
 class Journal:
@@ -60,4 +85,4 @@ class Journal:
         await self.session.commit()
         outbox, self._outbox = self._outbox, []
         for event in outbox:
-            await self._bus.publish(event)
+            await publish(self._bus, event)

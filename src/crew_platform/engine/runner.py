@@ -19,7 +19,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crew_platform.db import utcnow
-from crew_platform.engine.journal import Journal
+from crew_platform.engine.journal import Journal, publish
 from crew_platform.engine.plan import PlannedTask
 from crew_platform.engine.states import ExecutionStatus as ES
 from crew_platform.engine.states import TaskRunStatus as TS
@@ -428,7 +428,8 @@ class ExecutionRunner:
         async def publish_chunk(text: str, call_attempt: int) -> None:
             nonlocal chunk_index
             chunk_index += 1
-            await self._bus.publish(
+            await publish(
+                self._bus,
                 self._event(
                     state,
                     EventType.TASK_OUTPUT_CHUNK,
@@ -437,7 +438,7 @@ class ExecutionRunner:
                     status=TS.RUNNING,
                     seq=started.seq,
                     data={"chunk": text, "index": chunk_index, "call_attempt": call_attempt},
-                )
+                ),
             )
 
         began = time.perf_counter()
