@@ -81,12 +81,25 @@ async def workflow_tasks(session: AsyncSession, workflow_id: int) -> list[TaskRe
     return [_read(r) for r in rows.all()]
 
 
+async def _lock_workflows(session: AsyncSession, *workflow_ids: int) -> set[int]:
+    """Lock these workflows' rows until the transaction ends (PostgreSQL; SQLite has a single
+    writer anyway), in id order. Every check of a workflow's dependency graph and the write
+    after it happen under this lock, so two requests never interleave: no cycle closed from
+    two sides, no dependency added on a task being deleted. Returns the ids that exist."""
+    query = (
+        select(Workflow.id)
+        .where(Workflow.id.in_(sorted(set(workflow_ids))))
+        .order_by(Workflow.id)
+        .with_for_update()
+    )
+    return set(await session.scalars(query))
+
+
 async def _check_references(
-    session: AsyncSession, *, workflow_id: int, agent_id: int | None
+    session: AsyncSession, *, workflow_id: int, agent_id: int | None, also_lock: int | None = None
 ) -> None:
-    # Row lock on PostgreSQL so two concurrent edits cannot each close half of a cycle.
-    locked = select(Workflow.id).where(Workflow.id == workflow_id).with_for_update()
-    if await session.scalar(locked) is None:
+    locked = await _lock_workflows(session, workflow_id, *([also_lock] if also_lock else []))
+    if workflow_id not in locked:
         raise ValidationFailed.field("workflow_id", f"workflow {workflow_id} does not exist")
     if agent_id is not None and await session.get(Agent, agent_id) is None:
         raise ValidationFailed.field("agent_id", f"agent {agent_id} does not exist")
@@ -146,7 +159,10 @@ async def update_task(session: AsyncSession, *, task_id: int, data: TaskUpdate) 
     changes = data.model_dump(exclude_unset=True)
     workflow_id = changes.get("workflow_id", task.workflow_id)
     agent_id = changes.get("agent_id", task.agent_id)
-    await _check_references(session, workflow_id=workflow_id, agent_id=agent_id)
+    await _check_references(
+        session, workflow_id=workflow_id, agent_id=agent_id, also_lock=task.workflow_id
+    )
+    await session.refresh(task)  # as it is now, under the lock (not as first read)
     if workflow_id != task.workflow_id:
         dependents = await _dependents(session, task)
         if dependents:
@@ -167,6 +183,7 @@ async def update_task(session: AsyncSession, *, task_id: int, data: TaskUpdate) 
 
 async def delete_task(session: AsyncSession, *, task_id: int) -> None:
     task = await get_task(session, task_id)
+    await _lock_workflows(session, task.workflow_id)
     dependents = await _dependents(session, task)
     if dependents:
         raise Conflict(
