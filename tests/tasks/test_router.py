@@ -3,6 +3,7 @@ dependencies inside one workflow and without cycles, status of the latest run, a
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -258,6 +259,63 @@ async def test_a_dependency_cycle_is_422_with_the_cycle_in_details(
         [a["id"], b["id"], a["id"]],
         [b["id"], a["id"], b["id"]],
     )
+
+
+async def test_concurrent_updates_cannot_close_a_cycle_between_them(
+    client: httpx.AsyncClient, workflow: Any
+) -> None:
+    """A -> B and B -> A sent at once: each alone is fine, together a cycle; one must lose."""
+    for _ in range(5):
+        a = await make_task(client, workflow["id"], "A")
+        b = await make_task(client, workflow["id"], "B")
+        first, second = await asyncio.gather(
+            client.put(f"/api/v1/tasks/{a['id']}", json={"dependencies": [b["id"]]}),
+            client.put(f"/api/v1/tasks/{b['id']}", json={"dependencies": [a["id"]]}),
+        )
+        assert sorted([first.status_code, second.status_code]) == [200, 422]
+        loser = first if first.status_code == 422 else second
+        assert_error(loser, 422, "DEPENDENCY_CYCLE")
+        graph = {t["id"]: t["dependencies"] for t in (await client.get("/api/v1/tasks/")).json()}
+        assert graph[a["id"]] == [] or graph[b["id"]] == []
+        for task in (a, b):
+            await client.put(f"/api/v1/tasks/{task['id']}", json={"dependencies": []})
+        for task in (a, b):
+            assert (await client.delete(f"/api/v1/tasks/{task['id']}")).status_code == 200
+
+
+async def test_a_delete_racing_a_new_dependency_on_the_task_leaves_none_dangling(
+    client: httpx.AsyncClient, workflow: Any
+) -> None:
+    for _ in range(5):
+        a = await make_task(client, workflow["id"], "A")
+        b = await make_task(client, workflow["id"], "B")
+        deleted, updated = await asyncio.gather(
+            client.delete(f"/api/v1/tasks/{a['id']}"),
+            client.put(f"/api/v1/tasks/{b['id']}", json={"dependencies": [a["id"]]}),
+        )
+        outcome = (deleted.status_code, updated.status_code)
+        assert outcome in ((200, 422), (409, 200)), outcome
+        ids = {t["id"] for t in (await client.get("/api/v1/tasks/")).json()}
+        for task in (await client.get("/api/v1/tasks/")).json():
+            assert set(task["dependencies"]) <= ids, task
+        await client.put(f"/api/v1/tasks/{b['id']}", json={"dependencies": []})
+        for task in (a, b):
+            await client.delete(f"/api/v1/tasks/{task['id']}")
+
+
+async def test_concurrent_updates_of_different_fields_of_a_task_both_stick(
+    client: httpx.AsyncClient, workflow: Any
+) -> None:
+    base = await make_task(client, workflow["id"], "Base")
+    for round_ in range(5):
+        task = await make_task(client, workflow["id"], f"Task {round_}")
+        renamed, linked = await asyncio.gather(
+            client.put(f"/api/v1/tasks/{task['id']}", json={"name": f"Renamed {round_}"}),
+            client.put(f"/api/v1/tasks/{task['id']}", json={"dependencies": [base["id"]]}),
+        )
+        assert (renamed.status_code, linked.status_code) == (200, 200)
+        final = (await client.get(f"/api/v1/tasks/{task['id']}")).json()
+        assert (final["name"], final["dependencies"]) == (f"Renamed {round_}", [base["id"]])
 
 
 async def test_moving_a_task_others_depend_on_to_another_workflow_is_422(
