@@ -473,3 +473,26 @@ async def test_delete_of_an_agent_that_tasks_use_is_409_with_their_ids(
     await client.put(f"/api/v1/tasks/{t1['id']}", json={"agent_id": None})
     await client.delete(f"/api/v1/tasks/{t3['id']}")
     assert (await client.delete(f"/api/v1/agents/{agent['id']}")).status_code == 200
+
+
+async def test_a_delete_racing_a_new_task_for_the_agent_is_never_a_500(
+    client: httpx.AsyncClient,
+) -> None:
+    """Either the task is created first (the delete is a 409 naming it) or the agent is gone
+    first (the task is a 422 naming agent_id); never a foreign-key failure in between."""
+    workflow = await make_workflow(client)
+    for round_ in range(10):
+        agent = await make_agent(client, f"Agent {round_}")
+        deleted, created = await asyncio.gather(
+            client.delete(f"/api/v1/agents/{agent['id']}"),
+            client.post(
+                "/api/v1/tasks/",
+                json={"workflow_id": workflow["id"], "agent_id": agent["id"], "name": "T"},
+            ),
+        )
+        if deleted.status_code == 200:
+            assert_error(created, 422, "VALIDATION_ERROR", fields=["agent_id"])
+        else:
+            assert created.status_code == 201, created.text
+            body = assert_error(deleted, 409, "CONFLICT")
+            assert body["details"]["task_ids"] == [created.json()["id"]]

@@ -72,6 +72,10 @@ async def update_agent(session: AsyncSession, *, agent_id: int, data: AgentUpdat
 
 async def delete_agent(session: AsyncSession, *, agent_id: int) -> None:
     agent = await get_agent(session, agent_id)
+    # Row lock (PostgreSQL): a task being created for this agent right now either commits
+    # first (and is counted below: 409) or waits and then finds the agent gone (422); it never
+    # commits in between and turns this delete into a foreign-key failure.
+    await session.execute(select(Agent.id).where(Agent.id == agent_id).with_for_update())
     task_ids = list(
         await session.scalars(select(Task.id).where(Task.agent_id == agent_id).order_by(Task.id))
     )

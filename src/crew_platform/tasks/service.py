@@ -101,7 +101,9 @@ async def _check_references(
     locked = await _lock_workflows(session, workflow_id, *([also_lock] if also_lock else []))
     if workflow_id not in locked:
         raise ValidationFailed.field("workflow_id", f"workflow {workflow_id} does not exist")
-    if agent_id is not None and await session.get(Agent, agent_id) is None:
+    # FOR SHARE: an agent being deleted right now is waited for, then seen gone (422).
+    shared = select(Agent.id).where(Agent.id == agent_id).with_for_update(read=True)
+    if agent_id is not None and await session.scalar(shared) is None:
         raise ValidationFailed.field("agent_id", f"agent {agent_id} does not exist")
 
 
