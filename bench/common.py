@@ -25,6 +25,7 @@ import httpx
 from bench.peers import workload
 from crew_platform.devtools.llm_stub import free_port
 
+LOGS = Path(__file__).resolve().parent / ".logs"  # gitignored: server and stub stderr
 PG_ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
@@ -104,13 +105,23 @@ def reset_peak(pid: int) -> bool:
         return False
 
 
-def _wait_http(url: str, timeout: float, process: subprocess.Popen[bytes] | None = None) -> float:
+def _log_file(name: str) -> Path:
+    LOGS.mkdir(parents=True, exist_ok=True)
+    return LOGS / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}.log"
+
+
+def _wait_http(
+    url: str,
+    timeout: float,
+    process: subprocess.Popen[bytes] | None = None,
+    log: Path | None = None,
+) -> float:
     """Polls `url` until it answers 200; returns when it did (perf_counter)."""
     deadline = time.perf_counter() + timeout
     with httpx.Client(timeout=2) as client:
         while time.perf_counter() < deadline:
             if process is not None and process.poll() is not None:
-                err = process.stderr.read().decode() if process.stderr else ""
+                err = log.read_text(errors="replace") if log else ""
                 raise RuntimeError(f"process exited early ({process.returncode}):\n{err[-2000:]}")
             with contextlib.suppress(httpx.HTTPError):
                 if client.get(url).status_code == 200:
@@ -146,7 +157,14 @@ class Stub:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> Stub:
-        self.process = subprocess.Popen(
+        log_path = _log_file(f"stub-{self.port}")
+        with log_path.open("wb") as log:
+            self.process = self._spawn(log)
+        _wait_http(self.admin + "/v1/models", 30, self.process, log_path)
+        return self
+
+    def _spawn(self, log: Any) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             [
                 sys.executable,
                 "-m",
@@ -158,10 +176,8 @@ class Stub:
                 "--no-record",
             ],
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=log,
         )
-        _wait_http(self.admin + "/v1/models", 30, self.process)
-        return self
 
     def stop(self) -> None:
         _stop(self.process)
@@ -217,14 +233,18 @@ class Server:
     def start(self, probe: str = "/api/v1/agents/", timeout: float = 60) -> Server:
         """Start and wait for the first successful `probe`; records the time that took."""
         began = time.perf_counter()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "crew_platform.cli", "serve"],
-            env=self.env,
-            cwd=self.workdir,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        ready = _wait_http(self.base_url + probe, timeout, self.process)
+        # stderr goes to a file: a pipe nobody reads fills up (64 KiB) and then blocks the
+        # server's event loop on its next log write.
+        self.log_path = _log_file(f"server-{self.port}")
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "crew_platform.cli", "serve"],
+                env=self.env,
+                cwd=self.workdir,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+        ready = _wait_http(self.base_url + probe, timeout, self.process, self.log_path)
         self.startup_seconds = ready - began
         return self
 
@@ -432,10 +452,34 @@ def machine() -> dict[str, str]:
         import sqlite3
 
         sqlite = sqlite3.sqlite_version
+    code = "unknown"
+    with contextlib.suppress(Exception):
+        root = Path(__file__).resolve().parent.parent
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+        changed = len([line for line in dirty.stdout.splitlines() if line.strip()])
+        code = head.stdout.strip() + (
+            f" + uncommitted changes in {changed} file(s) under src/" if changed else ""
+        )
     load = "unknown"
     with contextlib.suppress(OSError):
         load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     return {
+        "code measured (git)": code,
         "nproc": str(os.cpu_count()),
         "load average (1/5/15 min) when written": load,
         "memory": memory,

@@ -91,6 +91,15 @@ def write(
             lines += _table(table)
         for chart in r.charts:
             lines += [f"![{Path(chart).stem}]({chart})", ""]
+    findings = out_dir / f"{stamp}-findings.md"
+    if not smoke and findings.exists():
+        lines += [
+            "## Findings and profiles",
+            "",
+            f"Written by hand after the run, with the profiles: [{findings.name}]"
+            f"({findings.name}).",
+            "",
+        ]
     path.write_text("\n".join(lines).rstrip() + "\n")
     raw = {r.key: {**r.raw, "error": r.error} for r in results}
     (out_dir / f"{name}.raw.json").write_text(

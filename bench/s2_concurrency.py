@@ -15,6 +15,7 @@ import contextlib
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
@@ -48,6 +49,8 @@ class Point:
     walls: list[float] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
+    refused: int = 0  # POST /execute answered with an error
+    not_completed: int = 0  # accepted, but failed or never finished
     lost_events: int | None = None
     peak_rss_mb: float | None = None
     note: str = ""
@@ -71,12 +74,28 @@ def plan(ctx: Context) -> tuple[list[int], dict[int, int]]:
     return ks, reps
 
 
+async def _get(client: httpx.AsyncClient, url: str, params: dict[str, Any]) -> httpx.Response:
+    """GET with a few retries on transport errors (an overloaded server drops idle keep-alives)."""
+    for attempt in range(5):
+        try:
+            response = await client.get(url, params=params)
+            response.raise_for_status()
+            return response
+        except httpx.TransportError:
+            if attempt == 4:
+                raise
+            await asyncio.sleep(0.5)
+    raise AssertionError("unreachable")
+
+
 async def _count(client: httpx.AsyncClient, workflow_id: int, status: str) -> int:
-    response = await client.get(
-        "/api/v1/executions/", params={"workflow_id": workflow_id, "status": status, "limit": 1}
+    response = await _get(
+        client, "/api/v1/executions/", {"workflow_id": workflow_id, "status": status, "limit": 1}
     )
-    response.raise_for_status()
     return int(response.headers.get("X-Total-Count", "0"))
+
+
+STALL_S = 30.0
 
 
 async def _burst(server: Server, k: int, point: Point, tag: str, limit_s: float) -> None:
@@ -84,37 +103,48 @@ async def _burst(server: Server, k: int, point: Point, tag: str, limit_s: float)
     async with httpx.AsyncClient(base_url=server.base_url, timeout=300, limits=limits) as client:
         workflow_id, _ = await create_workflow(client, TASKS, tag)
         sent: dict[int, float] = {}
-        errors = 0
+        refused = 0
 
         async def one() -> None:
-            nonlocal errors
+            nonlocal refused
             at = time.time()
             try:
                 response = await client.post(f"/api/v1/workflows/{workflow_id}/execute", json={})
                 response.raise_for_status()
                 sent[int(response.json()["id"])] = at
             except httpx.HTTPError:
-                errors += 1
+                refused += 1
 
         first = time.time()
         await asyncio.gather(*(one() for _ in range(k)))
         deadline = time.monotonic() + limit_s
+        last_done, last_change = -1, time.monotonic()
         while time.monotonic() < deadline:
             done = sum(
                 [await _count(client, workflow_id, s) for s in ("completed", "failed", "cancelled")]
             )
             if done >= len(sent):
                 break
+            if done != last_done:
+                last_done, last_change = done, time.monotonic()
+            elif time.monotonic() - last_change > STALL_S:
+                point.note = (
+                    f"stalled: {len(sent) - done} execution(s) still unfinished after "
+                    f"{STALL_S:.0f} s without progress"
+                )
+                break
             await asyncio.sleep(0.1)
         else:
             point.note = f"timed out after {limit_s:.0f} s"
         finished: list[float] = []
+        unfinished = 0
         skip = 0
         while True:
             page = (
-                await client.get(
+                await _get(
+                    client,
                     "/api/v1/executions/",
-                    params={"workflow_id": workflow_id, "limit": 1000, "skip": skip},
+                    {"workflow_id": workflow_id, "limit": 1000, "skip": skip},
                 )
             ).json()
             for row in page:
@@ -123,11 +153,13 @@ async def _burst(server: Server, k: int, point: Point, tag: str, limit_s: float)
                     finished.append(at)
                     point.latencies.append(at - sent.get(int(row["id"]), first))
                 else:
-                    errors += 1
+                    unfinished += 1
             if len(page) < 1000:
                 break
             skip += 1000
-        point.errors += errors
+        point.errors += refused + unfinished
+        point.refused += refused
+        point.not_completed += unfinished
         if finished:
             point.walls.append(max(finished) - first)
         point.lost_events = (point.lost_events or 0) + await _lost_events(
@@ -277,7 +309,9 @@ def _tabulate(
         + ", ".join(f"K={k}: {reps[k]}" for k in ks)
         + ". Wall and executions/s are medians over the runs (spread = min-max); p50/p99 pool "
         "every execution's completion latency over the runs. Peak RSS is the server process's "
-        "(ours, VmHWM reset before each K) or the driver process's (peers, floor). 'lost "
+        "(ours, VmHWM reset before each K) or the driver process's (peers, floor). 'errors' "
+        "counts failed runs (ours: POST /execute refused, or accepted but failed or never "
+        "finished; wall and rates count only completed runs). 'lost "
         "events' counts executions whose persisted log lacks one of its 8 events or has a gap; "
         "WebSocket delivery is checked in scenario 4."
     )
@@ -320,7 +354,15 @@ def _tabulate(
                 fmt(p.peak_rss_mb, 0),
                 str(p.errors),
                 "—" if p.lost_events is None else str(p.lost_events),
-                p.note,
+                "; ".join(
+                    x
+                    for x in (
+                        f"{p.refused} POST refused" if p.refused else "",
+                        f"{p.not_completed} accepted but not completed" if p.not_completed else "",
+                        p.note,
+                    )
+                    if x
+                ),
             ]
         )
     result.tables.append(

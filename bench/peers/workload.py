@@ -135,11 +135,17 @@ async def run_concurrent(
 def concurrency_main(make_factory: Any, config: dict[str, Any]) -> list[dict[str, Any]]:
     """Runs each K of config["ks"] (config["reps"][str(k)] times) until the time budget is spent.
 
-    A K whose previous size already took longer than the budget is not attempted: the peers
-    are given every size they can manage in the time a benchmark run can afford.
+    Everything runs in one event loop (clients that cache an HTTP pool, such as
+    langchain-openai's, break across loops). A K whose projection from the previous size exceeds
+    the budget is not attempted: the peers get every size they can manage in the time a
+    benchmark run can afford.
     """
     import asyncio
 
+    return list(asyncio.run(_concurrency(make_factory, config)))
+
+
+async def _concurrency(make_factory: Any, config: dict[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     budget = float(config.get("budget_s", 60))
     previous_wall = 0.0
@@ -155,31 +161,30 @@ def concurrency_main(make_factory: Any, config: dict[str, Any]) -> list[dict[str
         errors = 0
         first: str | None = None
         reset_peak_rss()
+        timed_out = False
         for _ in range(reps):
             factory = make_factory(k)
             try:
-                wall, latencies, errs, err = asyncio.run(
-                    run_concurrent(factory, k, limit_s=budget * 2)
-                )
+                wall, latencies, errs, err = await run_concurrent(factory, k, limit_s=budget * 2)
             except TimeoutError:
                 out.append({"k": k, "skipped": f"timed out after {budget * 2:.0f} s"})
+                timed_out = True
                 break
             walls.append(wall)
             lat.extend(latencies)
             errors += errs
             first = first or err
-        else:
-            out.append(
-                {
-                    "k": k,
-                    "walls": walls,
-                    "latencies": lat,
-                    "errors": errors,
-                    "first_error": first,
-                    "peak_rss_kb": peak_rss_kb(),
-                }
-            )
-            previous_wall, previous_k = min(walls), k
-            continue
-        break
+        if timed_out:
+            break
+        out.append(
+            {
+                "k": k,
+                "walls": walls,
+                "latencies": lat,
+                "errors": errors,
+                "first_error": first,
+                "peak_rss_kb": peak_rss_kb(),
+            }
+        )
+        previous_wall, previous_k = min(walls), k
     return out
