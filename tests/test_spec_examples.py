@@ -238,7 +238,7 @@ def test_documented_responses_have_the_documented_fields(base: str) -> None:
 
 
 def test_interactive_docs_are_served(base: str) -> None:
-    """"For more detailed API documentation, visit: http://localhost:8000/docs"."""
+    """ "For more detailed API documentation, visit: http://localhost:8000/docs"."""
     docs = requests.get(f"{base}/docs", timeout=30)
     assert docs.status_code == 200
     assert "swagger" in docs.text.lower()
