@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -54,10 +56,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.gateway = gateway
         app.state.dispatcher = dispatcher
         app.state.hub = hub
+        warm_up = asyncio.create_task(gateway.warm_up(), name="llm-sdk-warm-up")
         await dispatcher.recover()
         try:
             yield
         finally:
+            warm_up.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await warm_up
             await dispatcher.shutdown()
             hub.stop()
             await gateway.aclose()

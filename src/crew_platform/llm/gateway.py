@@ -12,17 +12,26 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import cast
-
-import openai
-from openai import AsyncOpenAI, AsyncStream
-from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
+from types import ModuleType
+from typing import TYPE_CHECKING, cast
 
 from crew_platform.llm.errors import LLMError, LLMNotConfigured, ModelNotFound
 from crew_platform.llm.registry import ModelRef, ProviderConfig, provider_configs, resolve
 from crew_platform.settings import Settings
 
+if TYPE_CHECKING:
+    import openai
+    from openai import AsyncOpenAI, AsyncStream
+    from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
+
 log = logging.getLogger(__name__)
+
+
+def sdk() -> ModuleType:
+    """The openai SDK, imported on first use: it is most of the server's import time."""
+    import openai
+
+    return openai
 
 ChunkSink = Callable[[str, int], Awaitable[None]]
 """Receives each streamed piece of text and the call attempt it belongs to (1, 2, ...)."""
@@ -65,6 +74,10 @@ class LLMGateway:
         self._slots = asyncio.Semaphore(settings.llm_max_concurrency)
         self._model_cache: dict[str, _ModelCache] = {}
 
+    async def warm_up(self) -> None:
+        """Load the SDK in a worker thread after start-up, so the first model call is fast."""
+        await asyncio.to_thread(sdk)
+
     async def aclose(self) -> None:
         for client in self._clients.values():
             await client.close()
@@ -79,7 +92,7 @@ class LLMGateway:
             )
         client = self._clients.get(provider)
         if client is None:
-            client = AsyncOpenAI(
+            client = sdk().AsyncOpenAI(
                 api_key=config.api_key,
                 base_url=config.base_url,
                 timeout=self._settings.llm_timeout_seconds,
@@ -107,6 +120,7 @@ class LLMGateway:
     ) -> Completion:
         ref = resolve(model)
         client = self._client(ref.provider)
+        openai = sdk()
         attempts = self._settings.llm_max_retries + 1
         async with self._slots:
             for attempt in range(1, attempts + 1):
@@ -143,6 +157,7 @@ class LLMGateway:
 
     async def _refused(self, ref: ModelRef, exc: openai.APIError) -> LLMError:
         """The typed error for a call that never got a stream going."""
+        openai = sdk()
         details = {"provider": ref.provider, "model": ref.model}
         if isinstance(exc, openai.NotFoundError):
             return await self._model_not_found(ref, exc)
@@ -217,6 +232,7 @@ class LLMGateway:
         ):
             return cache.models
         client = self._client(provider)
+        openai = sdk()
         try:
             page = await client.models.list()
         except openai.APIError as exc:
