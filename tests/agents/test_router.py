@@ -232,13 +232,21 @@ async def test_get_unknown_agent_is_404(client: httpx.AsyncClient) -> None:
     assert body["details"] == {"resource": "agent", "id": 42}
 
 
-async def test_ids_that_cannot_exist_are_422(client: httpx.AsyncClient) -> None:
-    async def check(agent_id: str) -> None:
+async def test_ids_outside_the_id_range_are_404_and_non_integers_422(
+    client: httpx.AsyncClient,
+) -> None:
+    async def not_found(agent_id: str) -> None:
+        for method in ("GET", "PUT", "DELETE"):
+            response = await client.request(method, f"/api/v1/agents/{agent_id}", json={})
+            assert_error(response, 404, "NOT_FOUND")
+
+    async def invalid(agent_id: str) -> None:
         for method in ("GET", "PUT", "DELETE"):
             response = await client.request(method, f"/api/v1/agents/{agent_id}", json={})
             assert_error(response, 422, "VALIDATION_ERROR", fields=["agent_id"])
 
-    await check_each(["0", "-1", "2147483648", "99999999999999999999", "abc", "1.5"], check)
+    await check_each(["0", "-1", "2147483648", "99999999999999999999"], not_found)
+    await check_each(["abc", "1.5"], invalid)
 
 
 @pytest.mark.parametrize("path", ["/api/v1/agents/", "/api/v1/agents"])

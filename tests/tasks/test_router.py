@@ -455,7 +455,7 @@ async def test_workflow_tasks_come_in_execution_order(
 
 async def test_workflow_tasks_of_an_unknown_workflow_are_404(client: httpx.AsyncClient) -> None:
     assert_error(await client.get("/api/v1/tasks/workflow/77"), 404, "NOT_FOUND")
-    assert (await client.get("/api/v1/tasks/workflow/0")).status_code == 422
+    assert_error(await client.get("/api/v1/tasks/workflow/0"), 404, "NOT_FOUND")
 
 
 async def test_workflow_tasks_of_a_workflow_without_tasks_are_empty(

@@ -8,12 +8,12 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field, WithJsonSchema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from crew_platform.common.types import MAX_ID
-from crew_platform.errors import PlatformError
+from crew_platform.errors import NotFound, PlatformError
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,22 @@ TOTAL_COUNT: dict[int | str, dict[str, Any]] = {
 }
 """`responses=` of list endpoints: documents the `X-Total-Count` header they set."""
 
-IdPath = Annotated[int, Path(ge=1, le=MAX_ID, description="Resource id")]
-"""A resource id in the path; ids are positive 32-bit integers on every backend."""
+
+def _existing_id_range(value: int) -> int:
+    if not 1 <= value <= MAX_ID:
+        # Raised as-is through validation (not a ValueError): an id that cannot exist is a 404.
+        raise NotFound(f"No resource has id {value}", {"id": value})
+    return value
+
+
+IdPath = Annotated[
+    int,
+    Path(description="Resource id"),
+    AfterValidator(_existing_id_range),
+    WithJsonSchema({"type": "integer", "minimum": 1, "maximum": MAX_ID}),
+]
+"""A resource id in the path; ids are positive 32-bit integers on every backend, and an integer
+outside that range is a 404 like any other unknown id."""
 
 
 def envelope(

@@ -33,6 +33,7 @@ def sdk() -> ModuleType:
 
     return openai
 
+
 ChunkSink = Callable[[str, int], Awaitable[None]]
 """Receives each streamed piece of text and the call attempt it belongs to (1, 2, ...)."""
 
