@@ -23,7 +23,7 @@ from crew_platform.engine.journal import Journal, publish
 from crew_platform.engine.plan import PlannedTask
 from crew_platform.engine.states import ExecutionStatus as ES
 from crew_platform.engine.states import TaskRunStatus as TS
-from crew_platform.engine.transitions import move_execution, move_task_run
+from crew_platform.engine.transitions import cancel_open_runs, move_execution, move_task_run
 from crew_platform.errors import PlatformError
 from crew_platform.events.bus import EventBus
 from crew_platform.events.types import Event, EventType
@@ -262,29 +262,14 @@ class ExecutionRunner:
 
     async def _close_interrupted_runs(self, journal: Journal, state: RunState) -> None:
         """Runs left `running` by a killed process: close them; their task runs again."""
-        interrupted = await journal.session.scalars(
-            select(TaskRun).where(
-                TaskRun.execution_id == state.execution_id, TaskRun.status == TS.RUNNING
-            )
+        await cancel_open_runs(
+            journal,
+            execution_id=state.execution_id,
+            workflow_id=state.workflow_id,
+            error="Interrupted: the server stopped during this run",
+            message="Task {task_id} run {run_id} was interrupted and will run again",
+            reason="interrupted",
         )
-        for run in interrupted.all():
-            await move_task_run(
-                journal.session,
-                run.id,
-                TS.CANCELLED,
-                error="Interrupted: the server stopped during this run",
-                completed_at=utcnow(),
-            )
-            await journal.record(
-                self._event(
-                    state,
-                    EventType.TASK_CANCELLED,
-                    task_id=run.task_id,
-                    status=TS.CANCELLED,
-                    data={"reason": "interrupted"},
-                ),
-                f"Task {run.task_id} run {run.id} was interrupted and will run again",
-            )
 
     def _unconfigured_provider(self, state: RunState) -> str | None:
         from crew_platform.llm.errors import LLMNotConfigured
@@ -632,29 +617,13 @@ class ExecutionRunner:
         """After a user cancel: whatever was still running is cancelled, not left dangling."""
         async with self._sessions() as session:
             journal = Journal(session, self._bus)
-            running = await session.scalars(
-                select(TaskRun).where(
-                    TaskRun.execution_id == state.execution_id, TaskRun.status == TS.RUNNING
-                )
+            await cancel_open_runs(
+                journal,
+                execution_id=state.execution_id,
+                workflow_id=state.workflow_id,
+                error="Cancelled by request",
+                message="Task {task_id} run {run_id} cancelled",
             )
-            for run in running.all():
-                if await move_task_run(
-                    session,
-                    run.id,
-                    TS.CANCELLED,
-                    error="Cancelled by request",
-                    completed_at=utcnow(),
-                ):
-                    await journal.record(
-                        self._event(
-                            state,
-                            EventType.TASK_CANCELLED,
-                            task_id=run.task_id,
-                            agent_id=run.agent_id,
-                            status=TS.CANCELLED,
-                        ),
-                        f"Task {run.task_id} run {run.id} cancelled",
-                    )
             await journal.commit()
 
     def _event(

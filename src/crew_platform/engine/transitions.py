@@ -8,15 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crew_platform.db import utcnow
+from crew_platform.engine.journal import Journal
 from crew_platform.engine.states import (
     ExecutionStatus,
     TaskRunStatus,
     sources_of,
     task_run_sources_of,
 )
+from crew_platform.events.types import Event, EventType
 from crew_platform.models import Execution, TaskRun
 
 
@@ -42,3 +45,45 @@ async def move_task_run(
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def cancel_open_runs(
+    journal: Journal,
+    *,
+    execution_id: int,
+    workflow_id: int,
+    error: str,
+    message: str,
+    reason: str | None = None,
+) -> int:
+    """Cancel the execution's unfinished task runs, journalling `task_cancelled` for each.
+
+    `message` is a template with `{task_id}` and `{run_id}`. Returns how many were cancelled.
+    """
+    session = journal.session
+    runs = await session.scalars(
+        select(TaskRun).where(
+            TaskRun.execution_id == execution_id,
+            TaskRun.status.in_([TaskRunStatus.RUNNING, TaskRunStatus.PENDING]),
+        )
+    )
+    cancelled = 0
+    for run in runs.all():
+        if not await move_task_run(
+            session, run.id, TaskRunStatus.CANCELLED, error=error, completed_at=utcnow()
+        ):
+            continue
+        cancelled += 1
+        await journal.record(
+            Event(
+                type=EventType.TASK_CANCELLED,
+                workflow_id=workflow_id,
+                execution_id=execution_id,
+                task_id=run.task_id,
+                agent_id=run.agent_id,
+                status=TaskRunStatus.CANCELLED,
+                data={"reason": reason} if reason else {},
+            ),
+            message.format(task_id=run.task_id, run_id=run.id),
+        )
+    return cancelled

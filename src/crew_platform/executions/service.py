@@ -18,7 +18,7 @@ from crew_platform.engine.plan import dag_plan, find_cycle, linear_plan
 from crew_platform.engine.states import FINISHED, UNFINISHED
 from crew_platform.engine.states import ExecutionStatus as ES
 from crew_platform.engine.states import TaskRunStatus as TS
-from crew_platform.engine.transitions import move_execution, move_task_run
+from crew_platform.engine.transitions import cancel_open_runs, move_execution
 from crew_platform.errors import (
     Conflict,
     DependencyCycle,
@@ -294,27 +294,13 @@ async def _cancel_in_store(journal: Journal, execution: Execution) -> bool:
     session = journal.session
     if not await move_execution(session, execution.id, ES.CANCELLED, completed_at=utcnow()):
         return False
-    runs = await session.scalars(
-        select(TaskRun).where(
-            TaskRun.execution_id == execution.id,
-            TaskRun.status.in_([TS.RUNNING, TS.PENDING]),
-        )
+    await cancel_open_runs(
+        journal,
+        execution_id=execution.id,
+        workflow_id=execution.workflow_id,
+        error="Cancelled by request",
+        message="Task {task_id} run {run_id} cancelled",
     )
-    for run in runs.all():
-        if await move_task_run(
-            session, run.id, TS.CANCELLED, error="Cancelled by request", completed_at=utcnow()
-        ):
-            await journal.record(
-                Event(
-                    type=EventType.TASK_CANCELLED,
-                    workflow_id=execution.workflow_id,
-                    execution_id=execution.id,
-                    task_id=run.task_id,
-                    agent_id=run.agent_id,
-                    status=TS.CANCELLED,
-                ),
-                f"Task {run.task_id} run {run.id} cancelled",
-            )
     await journal.record(
         _event(execution, EventType.WORKFLOW_CANCELLED, ES.CANCELLED),
         f"Execution {execution.id} cancelled",
