@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crew_platform.db import utcnow
@@ -453,12 +453,6 @@ class ExecutionRunner:
                 completed_at=utcnow(),
             )
             if stored:
-                await session.execute(
-                    update(Execution)
-                    .where(Execution.id == state.execution_id)
-                    .values(tokens_used=Execution.tokens_used + completion.tokens_used)
-                    .execution_options(synchronize_session=False)
-                )
                 await journal.record(
                     self._event(
                         state,
@@ -475,6 +469,9 @@ class ExecutionRunner:
                     ),
                     f"Task {step.task_id} ({spec.name}) completed in {elapsed:.3f}s, "
                     f"{completion.tokens_used} tokens",
+                    execution_values={
+                        "tokens_used": Execution.tokens_used + completion.tokens_used
+                    },
                 )
             await journal.commit()
         if not stored:
