@@ -72,8 +72,14 @@ def main() -> None:
         emit({"walls": walls, "peak_rss_kb": peak_rss_kb()})
         return
 
+    shared: list[AsyncOpenAI] = []
+
     def factory(k: int) -> Any:
-        sdk = client()
+        # One client for the whole process, as an application keeps one: a fresh client per
+        # run left the earlier clients' pools open and the stub stopped answering new ones.
+        if not shared:
+            shared.append(client())
+        sdk = shared[0]
 
         def make(_: int) -> Any:
             return lambda: chain(sdk, int(config["n"]), stream)
