@@ -69,7 +69,8 @@ def test_errors_come_in_the_envelope(base: str) -> None:
         assert wrong.headers["allow"] == "GET, PUT, DELETE"
         assert_error(http.post("/api/v1/agents/", content=b"{bad", headers=JSON), 400)
         assert_error(http.post("/api/v1/agents/", json={}), 422, fields=["name", "role", "goal"])
-        assert_error(http.get("/api/v1/agents/99999999999"), 422, fields=["agent_id"])
+        assert_error(http.get("/api/v1/agents/99999999999"), 404, "NOT_FOUND")
+        assert_error(http.get("/api/v1/agents/abc"), 422, fields=["agent_id"])
         created = http.post("/api/v1/agents/", json={"name": "A", "role": "r", "goal": "g"})
         assert created.status_code == 201, created.text
 

@@ -46,7 +46,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         bus = create_bus(settings.redis_url)
         await bus.start()
         gateway = LLMGateway(settings)
-        dispatcher = Dispatcher(ExecutionRunner(sessionmaker, bus, gateway), sessionmaker)
+        dispatcher = Dispatcher(
+            ExecutionRunner(sessionmaker, bus, gateway),
+            sessionmaker,
+            max_running=settings.execution_max_concurrency,
+        )
         hub = Hub(bus, settings.ws_queue_size)
         hub.start()
         app.state.settings = settings

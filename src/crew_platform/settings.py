@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     openai_base_url: str | None = None
     default_model: str = "llama-4-maverick-17b-128e-instruct"
     llm_max_concurrency: int = Field(default=64, ge=1)
+    execution_max_concurrency: int = Field(default=128, ge=1)
     llm_timeout_seconds: float = Field(default=120.0, gt=0)
     llm_max_retries: int = Field(default=3, ge=0)
     models_cache_seconds: float = Field(default=60.0, ge=0)

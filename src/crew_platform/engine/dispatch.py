@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+from collections import deque
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -28,12 +29,24 @@ from crew_platform.models import Execution, Workflow
 log = logging.getLogger(__name__)
 
 
+RETRY_LIMIT = 5
+"""Times a runner that failed outside its own error handling (the store unreachable, a pool
+time-out) is started again, with backoff, before the execution waits for the next start-up."""
+
+
 class Dispatcher:
     def __init__(
-        self, runner: ExecutionRunner, sessionmaker: async_sessionmaker[AsyncSession]
+        self,
+        runner: ExecutionRunner,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        max_running: int = 128,
     ) -> None:
         self._runner = runner
         self._sessions = sessionmaker
+        self._max_running = max_running
+        self._waiting: deque[int] = deque()
+        self._failures: dict[int, int] = {}
+        self._retry_timers: dict[int, asyncio.TimerHandle] = {}
         self._jobs: dict[int, asyncio.Task[None]] = {}
         self._controls: dict[int, Control] = {}
         self._again: set[int] = set()
@@ -43,11 +56,22 @@ class Dispatcher:
         self._unsubscribe = runner.bus.subscribe(self._on_event)
 
     def submit(self, execution_id: int) -> None:
+        """Run the execution now, or as soon as fewer than `max_running` run (it stays
+        `pending` meanwhile: many more runners than model slots only contend for the store)."""
         if self._closing:
             return
         if execution_id in self._jobs:
             self._again.add(execution_id)
             return
+        if execution_id in self._waiting:
+            return
+        if len(self._jobs) >= self._max_running:
+            self._waiting.append(execution_id)
+            self._idle.clear()
+            return
+        self._start(execution_id)
+
+    def _start(self, execution_id: int) -> None:
         control = Control()
         job = asyncio.create_task(
             self._runner.run(execution_id, control), name=f"execution-{execution_id}"
@@ -61,12 +85,43 @@ class Dispatcher:
         self._jobs.pop(execution_id, None)
         self._controls.pop(execution_id, None)
         if not job.cancelled() and (exc := job.exception()) is not None:
-            log.error("execution %s runner failed", execution_id, exc_info=exc)
+            self._retry_later(execution_id, exc)
+        else:
+            self._failures.pop(execution_id, None)
         if execution_id in self._again:
             self._again.discard(execution_id)
             self.submit(execution_id)
-        if not self._jobs:
+        while self._waiting and len(self._jobs) < self._max_running and not self._closing:
+            self.submit(self._waiting.popleft())
+        if not self._jobs and not self._waiting and not self._retry_timers:
             self._idle.set()
+
+    def _retry_later(self, execution_id: int, exc: BaseException) -> None:
+        failures = self._failures.get(execution_id, 0) + 1
+        self._failures[execution_id] = failures
+        if failures > RETRY_LIMIT or self._closing:
+            log.error(
+                "execution %s runner failed %d times; it resumes at the next start-up",
+                execution_id,
+                failures,
+                exc_info=exc,
+            )
+            self._failures.pop(execution_id, None)
+            return
+        delay = min(0.5 * 2 ** (failures - 1), 10.0)
+        log.warning(
+            "execution %s runner failed (%s: %s); retrying in %.1f s",
+            execution_id,
+            type(exc).__name__,
+            exc,
+            delay,
+        )
+
+        def again() -> None:
+            self._retry_timers.pop(execution_id, None)
+            self.submit(execution_id)
+
+        self._retry_timers[execution_id] = asyncio.get_running_loop().call_later(delay, again)
 
     def _on_event(self, event: Event) -> None:
         """Bus listener (must not block): a cancel taken by any process aborts our runner."""
@@ -96,6 +151,10 @@ class Dispatcher:
     async def cancel(self, execution_id: int, *, wait: float = 10.0) -> None:
         """Abort the execution's in-flight model calls now and wait for its clean-up."""
         self._again.discard(execution_id)
+        with contextlib.suppress(ValueError):
+            self._waiting.remove(execution_id)
+        if timer := self._retry_timers.pop(execution_id, None):
+            timer.cancel()
         job = self._jobs.get(execution_id)
         if job is None:
             return
@@ -130,6 +189,10 @@ class Dispatcher:
         """Stop every runner without touching its state: the next start resumes them."""
         self._closing = True
         self._unsubscribe()
+        self._waiting.clear()
+        for timer in self._retry_timers.values():
+            timer.cancel()
+        self._retry_timers.clear()
         for execution_id, job in list(self._jobs.items()):
             self._controls[execution_id].shutting_down = True
             job.cancel()

@@ -154,7 +154,11 @@ class ExecutionRunner:
             if execution is None or execution.status not in (ES.PENDING, ES.RUNNING):
                 return None
             workflow = await session.scalar(
-                select(Workflow).where(Workflow.id == execution.workflow_id).with_for_update()
+                # FOR SHARE: serialises with a pause (an UPDATE of this row) but not with the
+                # other runners of the workflow or with inserts that reference it.
+                select(Workflow)
+                .where(Workflow.id == execution.workflow_id)
+                .with_for_update(read=True)
             )
             if workflow is None:
                 return None
