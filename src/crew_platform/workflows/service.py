@@ -41,11 +41,8 @@ def _read(row: Any) -> WorkflowRead:
         | {
             "task_count": task_count or 0,
             "execution_count": execution_count or 0,
-            "last_executed_at": Execution.created_at.type.process_result_value(
-                last_executed_at, None
-            )
-            if last_executed_at is not None and last_executed_at.tzinfo is None
-            else last_executed_at,
+            # The labelled max() keeps UTCDateTime, so this is already aware UTC.
+            "last_executed_at": last_executed_at,
         }
     )
 
