@@ -8,12 +8,14 @@ from scratch, with backoff. Both use LLM_MAX_RETRIES.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from crew_platform.llm.errors import LLMError, LLMNotConfigured, ModelNotFound
 from crew_platform.llm.registry import ModelRef, ProviderConfig, provider_configs, resolve
@@ -21,8 +23,8 @@ from crew_platform.settings import Settings
 
 if TYPE_CHECKING:
     import openai
-    from openai import AsyncOpenAI, AsyncStream
-    from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
+    from openai import AsyncOpenAI
+    from openai.types.chat import ChatCompletionMessageParam
 
 log = logging.getLogger(__name__)
 
@@ -125,35 +127,38 @@ class LLMGateway:
         attempts = self._settings.llm_max_retries + 1
         async with self._slots:
             for attempt in range(1, attempts + 1):
-                # Opening the stream: the SDK has already retried 429/5xx/timeouts/refused
-                # connections (honouring Retry-After) when it gives up, so nothing is retried
-                # again here.
-                try:
-                    stream = await client.chat.completions.create(
-                        model=ref.model,
-                        messages=cast("list[ChatCompletionMessageParam]", list(messages)),
-                        temperature=temperature,
-                        top_p=top_p,
-                        max_tokens=max_tokens,
-                        stream=True,
-                        stream_options={"include_usage": True},
-                    )
-                except openai.APIError as exc:
-                    raise await self._refused(ref, exc) from exc
-                # Reading it: a stream that breaks after it started (dropped connection,
-                # malformed or truncated chunks) is retried from scratch, with backoff.
-                try:
-                    result = await self._read(stream, on_chunk, attempt)
-                    result.attempts = attempt
-                    return result
-                except (openai.APIError, ValueError, BrokenStream) as exc:
-                    if attempt == attempts:
-                        raise LLMError(
-                            f"Model call failed after {attempt} attempt(s): {_describe(exc)}",
-                            {"provider": ref.provider, "model": ref.model},
-                        ) from exc
-                    log.warning("model call attempt %d failed: %s", attempt, _describe(exc))
-                    await asyncio.sleep(min(0.25 * 2 ** (attempt - 1), 4.0))
+                async with contextlib.AsyncExitStack() as stack:
+                    # Opening the stream: the SDK has already retried 429/5xx/timeouts/refused
+                    # connections (honouring Retry-After) when it gives up, so nothing is
+                    # retried again here.
+                    try:
+                        response = await stack.enter_async_context(
+                            client.chat.completions.with_streaming_response.create(
+                                model=ref.model,
+                                messages=cast("list[ChatCompletionMessageParam]", list(messages)),
+                                temperature=temperature,
+                                top_p=top_p,
+                                max_tokens=max_tokens,
+                                stream=True,
+                                stream_options={"include_usage": True},
+                            )
+                        )
+                    except openai.APIError as exc:
+                        raise await self._refused(ref, exc) from exc
+                    # Reading it: a stream that breaks after it started (dropped connection,
+                    # malformed or truncated chunks) is retried from scratch, with backoff.
+                    try:
+                        result = await _read(response.iter_lines(), on_chunk, attempt)
+                        result.attempts = attempt
+                        return result
+                    except BrokenStream as exc:
+                        if attempt == attempts:
+                            raise LLMError(
+                                f"Model call failed after {attempt} attempt(s): {exc}",
+                                {"provider": ref.provider, "model": ref.model},
+                            ) from exc
+                        log.warning("model call attempt %d failed: %s", attempt, exc)
+                await asyncio.sleep(min(0.25 * 2 ** (attempt - 1), 4.0))
         raise AssertionError("unreachable")
 
     async def _refused(self, ref: ModelRef, exc: openai.APIError) -> LLMError:
@@ -184,36 +189,6 @@ class LLMGateway:
             )
         return LLMError(f"Model call failed: {_describe(exc)}", details)
 
-    async def _read(
-        self,
-        stream: AsyncStream[ChatCompletionChunk],
-        on_chunk: ChunkSink | None,
-        attempt: int,
-    ) -> Completion:
-        pieces: list[str] = []
-        completion = Completion(text="")
-        chunks = 0
-        finished = False
-        async with stream:
-            async for chunk in stream:
-                chunks += 1
-                if chunk.usage is not None:
-                    completion.prompt_tokens = chunk.usage.prompt_tokens or 0
-                    completion.completion_tokens = chunk.usage.completion_tokens or 0
-                for choice in chunk.choices or ():
-                    finished = finished or choice.finish_reason is not None
-                    text = choice.delta.content if choice.delta else None
-                    if text:
-                        pieces.append(text)
-                        if on_chunk is not None:
-                            await on_chunk(text, attempt)
-        if not chunks:
-            raise BrokenStream("the provider answered without a stream of completion chunks")
-        if not finished:
-            raise BrokenStream("the stream ended before the answer was finished")
-        completion.text = "".join(pieces)
-        return completion
-
     async def _model_not_found(self, ref: ModelRef, exc: Exception) -> ModelNotFound:
         try:
             served = [m.id for m in await self.list_models(ref.provider)]
@@ -243,6 +218,92 @@ class LLMGateway:
         cache.models = [ModelInfo(m.id, provider, getattr(m, "owned_by", None)) for m in page.data]
         cache.fetched_at = time.monotonic()
         return cache.models
+
+
+async def _read(lines: AsyncIterator[str], on_chunk: ChunkSink | None, attempt: int) -> Completion:
+    """Collects a streamed chat completion, handing each piece of text to `on_chunk`.
+
+    Chunks are read as plain JSON, not as the SDK's pydantic models: building a model per
+    chunk was the largest part of a streamed call's CPU cost.
+    """
+    pieces: list[str] = []
+    completion = Completion(text="")
+    chunks = 0
+    finished = False
+    async for payload in _sse_data(lines):
+        chunk = _decode_chunk(payload)
+        chunks += 1
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            completion.prompt_tokens = _count(usage.get("prompt_tokens"))
+            completion.completion_tokens = _count(usage.get("completion_tokens"))
+        for choice in chunk.get("choices") or ():
+            if not isinstance(choice, dict):
+                raise BrokenStream(f"malformed chunk: a choice is {type(choice).__name__}")
+            finished = finished or choice.get("finish_reason") is not None
+            delta = choice.get("delta")
+            text = delta.get("content") if isinstance(delta, dict) else None
+            if text:
+                if not isinstance(text, str):
+                    raise BrokenStream("malformed chunk: content is not text")
+                pieces.append(text)
+                if on_chunk is not None:
+                    await on_chunk(text, attempt)
+    if not chunks:
+        raise BrokenStream("the provider answered without a stream of completion chunks")
+    if not finished:
+        raise BrokenStream("the stream ended before the answer was finished")
+    completion.text = "".join(pieces)
+    return completion
+
+
+async def _sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
+    """The `data` payloads of a server-sent event stream, up to `[DONE]`.
+
+    The body is read to its end even after `[DONE]`, so the connection goes back to the pool.
+    A transport failure while reading (dropped connection, read timeout) is a BrokenStream.
+    """
+    data: list[str] = []
+    done = False
+    iterator = aiter(lines)
+    while True:
+        try:
+            line = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        except Exception as exc:
+            if done:
+                return
+            raise BrokenStream(f"the stream broke: {_describe(exc)}") from exc
+        if done:
+            continue
+        if line.startswith("data:"):
+            data.append(line[6:] if line.startswith("data: ") else line[5:])
+        elif not line and data:
+            payload = "\n".join(data)
+            data = []
+            if payload.startswith("[DONE]"):
+                done = True
+            else:
+                yield payload
+
+
+def _decode_chunk(payload: str) -> dict[str, Any]:
+    try:
+        chunk = json.loads(payload)
+    except ValueError as exc:
+        raise BrokenStream(f"malformed chunk: {_short(payload, 80)!r}") from exc
+    if not isinstance(chunk, dict):
+        raise BrokenStream(f"malformed chunk: {_short(payload, 80)!r}")
+    error = chunk.get("error")
+    if error:
+        message = error.get("message") if isinstance(error, dict) else None
+        raise BrokenStream(f"the provider reported an error mid-stream: {message or error}")
+    return chunk
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _short(text: str, limit: int = 300) -> str:
