@@ -13,12 +13,19 @@ import asyncio
 import logging
 from typing import Any
 
-from sqlalchemy import insert, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Table, insert, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from crew_platform.engine.states import ExecutionStatus
 from crew_platform.events.bus import EventBus
 from crew_platform.events.types import Event, EventType
 from crew_platform.models import Execution, ExecutionLog
+
+Writer = AsyncSession | AsyncConnection
+"""Where the engine writes: a session, or a bare connection on the hot path (no ORM work)."""
+
+EXECUTIONS: Table = Execution.__table__  # type: ignore[assignment]
+LOGS: Table = ExecutionLog.__table__  # type: ignore[assignment]
 
 _LEVELS = {
     EventType.WORKFLOW_FAILED: "error",
@@ -51,7 +58,7 @@ async def publish(bus: EventBus, event: Event) -> bool:
 
 
 class Journal:
-    def __init__(self, session: AsyncSession, bus: EventBus) -> None:
+    def __init__(self, session: Writer, bus: EventBus) -> None:
         self.session = session
         self._bus = bus
         self._outbox: list[Event] = []
@@ -62,20 +69,45 @@ class Journal:
     ) -> Event:
         """Number the event and queue its log row; `execution_values` ride along on the same
         UPDATE of the execution (one round trip instead of two)."""
+        recorded = await self._record(event, message, execution_values, while_running=False)
+        if recorded is None:
+            raise LookupError(f"execution {event.execution_id} is gone")
+        return recorded
+
+    async def record_if_running(self, event: Event, message: str) -> Event | None:
+        """Record `event` only while the execution is `running` (None otherwise).
+
+        The task boundary: numbering the event and checking the status are one UPDATE, whose
+        row lock also serialises with a pause or cancel racing it.
+        """
+        return await self._record(event, message, None, while_running=True)
+
+    async def _record(
+        self,
+        event: Event,
+        message: str,
+        execution_values: dict[str, Any] | None,
+        *,
+        while_running: bool,
+    ) -> Event | None:
         assert event.execution_id is not None
-        event.seq = await self.session.scalar(
-            update(Execution)
-            .where(Execution.id == event.execution_id)
-            .values(last_seq=Execution.last_seq + 1, **(execution_values or {}))
-            .returning(Execution.last_seq)
-            .execution_options(synchronize_session=False)
+        numbering = update(EXECUTIONS).where(EXECUTIONS.c.id == event.execution_id)
+        if while_running:
+            numbering = numbering.where(EXECUTIONS.c.status == ExecutionStatus.RUNNING.value)
+        seq = await self.session.scalar(
+            numbering.values(
+                last_seq=EXECUTIONS.c.last_seq + 1, **(execution_values or {})
+            ).returning(EXECUTIONS.c.last_seq)
         )
+        if seq is None:
+            return None
+        event.seq = seq
         data: dict[str, Any] = {k: event.data[k] for k in _LOGGED_DATA_KEYS if k in event.data}
         data |= {"status": event.status, "agent_id": event.agent_id}
         self._rows.append(
             {
                 "execution_id": event.execution_id,
-                "seq": event.seq,
+                "seq": seq,
                 "timestamp": event.timestamp,
                 "level": _LEVELS.get(event.type, "info"),
                 "event": event.type.value,
@@ -91,7 +123,7 @@ class Journal:
         """Write the queued log rows in one statement, commit, then publish."""
         if self._rows:
             rows, self._rows = self._rows, []
-            await self.session.execute(insert(ExecutionLog), rows)
+            await self.session.execute(insert(LOGS), rows)
         await self.session.commit()
         outbox, self._outbox = self._outbox, []
         for event in outbox:

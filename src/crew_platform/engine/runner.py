@@ -15,15 +15,20 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy import func, insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from crew_platform.db import utcnow
-from crew_platform.engine.journal import Journal, publish
+from crew_platform.engine.journal import EXECUTIONS, Journal, publish
 from crew_platform.engine.plan import PlannedTask
 from crew_platform.engine.states import ExecutionStatus as ES
 from crew_platform.engine.states import TaskRunStatus as TS
-from crew_platform.engine.transitions import cancel_open_runs, move_execution, move_task_run
+from crew_platform.engine.transitions import (
+    TASK_RUNS,
+    cancel_open_runs,
+    move_execution,
+    move_task_run,
+)
 from crew_platform.errors import PlatformError
 from crew_platform.events.bus import EventBus
 from crew_platform.events.types import Event, EventType
@@ -88,6 +93,16 @@ class RunState:
 
 
 @dataclass
+class OpenRun:
+    """The task run a step recorded before calling the model."""
+
+    id: int
+    task_id: int
+    agent_id: int | None
+    attempt: int
+
+
+@dataclass
 class StepResult:
     task_id: int
     output: str | None = None
@@ -117,6 +132,7 @@ class ExecutionRunner:
         gateway: LLMGateway,
     ) -> None:
         self._sessions = sessionmaker
+        self._engine: AsyncEngine = sessionmaker.kw["bind"]
         self._bus = bus
         self._gateway = gateway
 
@@ -352,43 +368,49 @@ class ExecutionRunner:
         self, state: RunState, step: PlannedTask, context_ids: list[int]
     ) -> StepResult:
         spec = state.tasks.get(step.task_id)
-        async with self._sessions() as session:
-            # The task boundary. The store decides whether the execution still runs (a pause or
-            # a cancel taken by any server process lands there); the row lock makes this check
-            # and the task run's record one step, so a racing cancel sees the run or stops it.
-            status = await session.scalar(
-                select(Execution.status).where(Execution.id == state.execution_id).with_for_update()
-            )
-            if status != ES.RUNNING:
-                return StepResult(step.task_id, stopped=True)
-            journal = Journal(session, self._bus)
+        async with self._engine.connect() as conn:
+            journal = Journal(conn, self._bus)
             if spec is None:
                 return await self._task_gone(journal, state, step.task_id)
             attempt = state.attempts.get(step.task_id, 0) + 1
-            state.attempts[step.task_id] = attempt
             values = spec.input_data | state.input_data
             agent = spec.agent
-            run = TaskRun(
-                execution_id=state.execution_id,
-                task_id=step.task_id,
-                agent_id=agent.agent_id if agent else None,
-                status=TS.RUNNING,
-                attempt=attempt,
-                input={"input_data": values, "context_task_ids": context_ids},
-                started_at=utcnow(),
-            )
-            session.add(run)
-            await session.flush()
-            started = await journal.record(
+            # The task boundary: the store decides whether the execution still runs (a pause
+            # or a cancel taken by any server process lands there). The check, the event's
+            # number and the task run's record are one transaction under the execution's row
+            # lock, so a racing cancel either sees the run or stops it.
+            started = await journal.record_if_running(
                 self._event(
                     state,
                     EventType.TASK_STARTED,
                     task_id=step.task_id,
-                    agent_id=run.agent_id,
+                    agent_id=agent.agent_id if agent else None,
                     status=TS.RUNNING,
                     data={"attempt": attempt},
                 ),
                 f"Task {step.task_id} ({spec.name}) started, attempt {attempt}",
+            )
+            if started is None:
+                return StepResult(step.task_id, stopped=True)
+            state.attempts[step.task_id] = attempt
+            run = OpenRun(
+                id=0,
+                task_id=step.task_id,
+                agent_id=agent.agent_id if agent else None,
+                attempt=attempt,
+            )
+            run.id = await conn.scalar(
+                insert(TASK_RUNS)
+                .values(
+                    execution_id=state.execution_id,
+                    task_id=run.task_id,
+                    agent_id=run.agent_id,
+                    status=TS.RUNNING.value,
+                    attempt=attempt,
+                    input={"input_data": values, "context_task_ids": context_ids},
+                    started_at=started.timestamp,
+                )
+                .returning(TASK_RUNS.c.id)
             )
             await journal.commit()
         if agent is None:
@@ -445,10 +467,10 @@ class ExecutionRunner:
                 state, run, f"{exc.code}: {exc.message}", time.perf_counter() - began
             )
         elapsed = time.perf_counter() - began
-        async with self._sessions() as session:
-            journal = Journal(session, self._bus)
+        async with self._engine.connect() as conn:
+            journal = Journal(conn, self._bus)
             stored = await move_task_run(
-                session,
+                conn,
                 run.id,
                 TS.COMPLETED,
                 output=completion.text,
@@ -474,7 +496,7 @@ class ExecutionRunner:
                     f"Task {step.task_id} ({spec.name}) completed in {elapsed:.3f}s, "
                     f"{completion.tokens_used} tokens",
                     execution_values={
-                        "tokens_used": Execution.tokens_used + completion.tokens_used
+                        "tokens_used": EXECUTIONS.c.tokens_used + completion.tokens_used
                     },
                 )
             await journal.commit()
@@ -487,7 +509,7 @@ class ExecutionRunner:
         """The task was deleted after the execution was accepted: there is nothing to run (and
         no task run can be recorded for it); the execution fails saying so."""
         error = "TASK_NOT_RUNNABLE: the task was deleted after this execution was accepted"
-        await journal.record(
+        recorded = await journal.record_if_running(
             self._event(
                 state,
                 EventType.TASK_FAILED,
@@ -497,17 +519,19 @@ class ExecutionRunner:
             ),
             f"Task {task_id} failed: {error}",
         )
+        if recorded is None:
+            return StepResult(task_id, stopped=True)
         await journal.commit()
         return StepResult(task_id, error=f"Task {task_id} failed: {error}")
 
     async def _fail_step(
-        self, state: RunState, run: TaskRun, error: str, elapsed: float
+        self, state: RunState, run: OpenRun, error: str, elapsed: float
     ) -> StepResult:
         spec = state.tasks.get(run.task_id)
-        async with self._sessions() as session:
-            journal = Journal(session, self._bus)
+        async with self._engine.connect() as conn:
+            journal = Journal(conn, self._bus)
             if await move_task_run(
-                session,
+                conn,
                 run.id,
                 TS.FAILED,
                 error=error,

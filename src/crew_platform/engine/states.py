@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from functools import cache
 
 
 class ExecutionStatus(StrEnum):
@@ -49,16 +50,18 @@ UNFINISHED: frozenset[str] = frozenset({E.PENDING, E.RUNNING, E.PAUSED})
 FINISHED: frozenset[str] = frozenset({E.COMPLETED, E.FAILED, E.CANCELLED})
 
 
-def sources_of(target: ExecutionStatus) -> frozenset[str]:
+@cache
+def sources_of(target: ExecutionStatus) -> tuple[str, ...]:
     """Statuses from which an execution may move to `target` (for compare-and-set updates)."""
-    return frozenset(
-        src.value for src, targets in EXECUTION_TRANSITIONS.items() if target in targets
+    return tuple(
+        sorted(src.value for src, targets in EXECUTION_TRANSITIONS.items() if target in targets)
     )
 
 
-def task_run_sources_of(target: TaskRunStatus) -> frozenset[str]:
-    return frozenset(
-        src.value for src, targets in TASK_RUN_TRANSITIONS.items() if target in targets
+@cache
+def task_run_sources_of(target: TaskRunStatus) -> tuple[str, ...]:
+    return tuple(
+        sorted(src.value for src, targets in TASK_RUN_TRANSITIONS.items() if target in targets)
     )
 
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crew_platform.db import utcnow
-from crew_platform.engine.journal import Journal
+from crew_platform.engine.journal import EXECUTIONS, Journal, Writer
 from crew_platform.engine.states import (
     ExecutionStatus,
     TaskRunStatus,
@@ -20,29 +20,27 @@ from crew_platform.engine.states import (
     task_run_sources_of,
 )
 from crew_platform.events.types import Event, EventType
-from crew_platform.models import Execution, TaskRun
+from crew_platform.models import TaskRun
+
+TASK_RUNS: Table = TaskRun.__table__  # type: ignore[assignment]
 
 
 async def move_execution(
-    session: AsyncSession, execution_id: int, target: ExecutionStatus, **values: Any
+    session: Writer, execution_id: int, target: ExecutionStatus, **values: Any
 ) -> bool:
     result = await session.execute(
-        update(Execution)
-        .where(Execution.id == execution_id, Execution.status.in_(sources_of(target)))
+        update(EXECUTIONS)
+        .where(EXECUTIONS.c.id == execution_id, EXECUTIONS.c.status.in_(sources_of(target)))
         .values(status=target.value, **values)
-        .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def move_task_run(
-    session: AsyncSession, run_id: int, target: TaskRunStatus, **values: Any
-) -> bool:
+async def move_task_run(session: Writer, run_id: int, target: TaskRunStatus, **values: Any) -> bool:
     result = await session.execute(
-        update(TaskRun)
-        .where(TaskRun.id == run_id, TaskRun.status.in_(task_run_sources_of(target)))
+        update(TASK_RUNS)
+        .where(TASK_RUNS.c.id == run_id, TASK_RUNS.c.status.in_(task_run_sources_of(target)))
         .values(status=target.value, **values)
-        .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
@@ -61,6 +59,7 @@ async def cancel_open_runs(
     `message` is a template with `{task_id}` and `{run_id}`. Returns how many were cancelled.
     """
     session = journal.session
+    assert isinstance(session, AsyncSession), "cancel_open_runs reads ORM rows"
     runs = await session.scalars(
         select(TaskRun).where(
             TaskRun.execution_id == execution_id,
