@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from crew_platform.llm.errors import LLMError, LLMNotConfigured, ModelNotFound
 from crew_platform.llm.registry import ModelRef, ProviderConfig, provider_configs, resolve
@@ -24,7 +24,6 @@ from crew_platform.settings import Settings
 if TYPE_CHECKING:
     import openai
     from openai import AsyncOpenAI
-    from openai.types.chat import ChatCompletionMessageParam
 
 log = logging.getLogger(__name__)
 
@@ -124,31 +123,39 @@ class LLMGateway:
         ref = resolve(model)
         client = self._client(ref.provider)
         openai = sdk()
+        import httpx2  # the SDK's HTTP client, loaded with it
+
         attempts = self._settings.llm_max_retries + 1
         async with self._slots:
             for attempt in range(1, attempts + 1):
                 async with contextlib.AsyncExitStack() as stack:
                     # Opening the stream: the SDK has already retried 429/5xx/timeouts/refused
                     # connections (honouring Retry-After) when it gives up, so nothing is
-                    # retried again here.
+                    # retried again here. The SDK's generic `post` sends our plain JSON body
+                    # as it is (`chat.completions.create` re-validates every message first)
+                    # and hands back the raw streamed response.
                     try:
-                        response = await stack.enter_async_context(
-                            client.chat.completions.with_streaming_response.create(
-                                model=ref.model,
-                                messages=cast("list[ChatCompletionMessageParam]", list(messages)),
-                                temperature=temperature,
-                                top_p=top_p,
-                                max_tokens=max_tokens,
-                                stream=True,
-                                stream_options={"include_usage": True},
-                            )
+                        response = await client.post(
+                            "/chat/completions",
+                            cast_to=httpx2.Response,
+                            body={
+                                "model": ref.model,
+                                "messages": list(messages),
+                                "temperature": temperature,
+                                "top_p": top_p,
+                                "max_tokens": max_tokens,
+                                "stream": True,
+                                "stream_options": {"include_usage": True},
+                            },
+                            stream=True,
                         )
                     except openai.APIError as exc:
                         raise await self._refused(ref, exc) from exc
+                    stack.push_async_callback(response.aclose)
                     # Reading it: a stream that breaks after it started (dropped connection,
                     # malformed or truncated chunks) is retried from scratch, with backoff.
                     try:
-                        result = await _read(response.iter_lines(), on_chunk, attempt)
+                        result = await _read(response.aiter_lines(), on_chunk, attempt)
                         result.attempts = attempt
                         return result
                     except BrokenStream as exc:
