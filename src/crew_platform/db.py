@@ -67,6 +67,10 @@ def create_engine(settings: Settings) -> AsyncEngine:
             pool_size=1,
             max_overflow=0,
             pool_timeout=300,
+            # Connections and sessions roll back what they leave open when they close; the
+            # pool's own extra rollback on every check-in was one more trip to the aiosqlite
+            # thread per unit of work.
+            pool_reset_on_return=None,
             connect_args={"timeout": 60},
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)

@@ -89,6 +89,32 @@ async def test_pause_lets_the_call_in_flight_finish_keeps_it_and_stops_there(
     assert set(done["output_data"]["tasks"]) == {str(a["id"]), str(b["id"]), str(c["id"])}
 
 
+async def test_pause_during_the_last_call_keeps_its_answer_and_resume_finishes_without_it(
+    app: FastAPI, client: httpx.AsyncClient, stub: StubServer
+) -> None:
+    """The last answer of a linear run is stored with the execution's finish; a pause that
+    lands during that call must still store it, and must not finish the execution."""
+    stub.script(for_task("A", content="OUT<A>"), hold("B", "b", "OUT<B>"))
+    _, workflow, (a, b) = await pipeline(client, ["A", "B"])
+    run = await execute(client, workflow["id"])
+    await wait_for_gate(stub, "b")
+    assert (await post(client, f"/workflows/{workflow['id']}/pause")).status_code == 200
+
+    stub.open_gate("b")
+    await idle(app)
+    assert (await get(client, run["id"]))["status"] == "paused"
+    (run_b,) = await runs_of(client, b["id"])
+    assert (run_b["status"], run_b["output"]) == ("completed", "OUT<B>")
+    events = [e["event"] for e in (await client.get(f"{API}/executions/{run['id']}/logs")).json()]
+    assert events.count("task_completed") == 2 and "workflow_completed" not in events
+
+    assert (await post(client, f"/workflows/{workflow['id']}/resume")).status_code == 200
+    done = await wait_for_execution(client, run["id"])
+    assert done["status"] == "completed"
+    assert len(stub.requests) == 2  # nothing ran again
+    assert done["output_data"]["result"] == "OUT<B>"
+
+
 async def test_new_executions_of_a_paused_workflow_wait_pending_and_resume_runs_them_all(
     app: FastAPI, client: httpx.AsyncClient, stub: StubServer
 ) -> None:

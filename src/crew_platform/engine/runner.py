@@ -32,7 +32,7 @@ from crew_platform.engine.transitions import (
 from crew_platform.errors import PlatformError
 from crew_platform.events.bus import EventBus
 from crew_platform.events.types import Event, EventType
-from crew_platform.llm.gateway import LLMGateway
+from crew_platform.llm.gateway import Completion, LLMGateway
 from crew_platform.llm.prompts import AgentProfile, ContextItem, fill, messages, task_prompt
 from crew_platform.models import Agent, Execution, Task, TaskRun, Workflow
 
@@ -90,6 +90,8 @@ class RunState:
     attempts: dict[int, int] = field(default_factory=dict)
     external_context: dict[int, str] = field(default_factory=dict)
     failure: str | None = None
+    unstored: Answered | None = None
+    """A linear run's last answer, stored with whatever the run writes next (one commit)."""
 
 
 @dataclass
@@ -100,6 +102,18 @@ class OpenRun:
     task_id: int
     agent_id: int | None
     attempt: int
+    started_seq: int | None = None
+    values: dict[str, Any] = field(default_factory=dict)
+    context_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Answered:
+    """A model call that returned; its task run is not stored as completed yet."""
+
+    run: OpenRun
+    completion: Completion
+    elapsed: float
 
 
 @dataclass
@@ -150,6 +164,11 @@ class ExecutionRunner:
             else:
                 outcome = await self._run_linear(state, control)
             if outcome is Outcome.STOPPED or (outcome is Outcome.COMPLETED and control.should_stop):
+                if state.unstored is not None:
+                    async with self._engine.connect() as conn:
+                        journal = Journal(conn, self._bus)
+                        await self._store_answer(journal, state)
+                        await journal.commit()
                 return
             await self._finish(state, outcome)
         except asyncio.CancelledError:
@@ -307,21 +326,35 @@ class ExecutionRunner:
     # -- scheduling ------------------------------------------------------------------------
 
     async def _run_linear(self, state: RunState, control: Control) -> Outcome:
+        """Runs the chain; each task's answer is stored in the transaction that starts the next
+        task (or, for the last one, in the one that finishes the execution)."""
         done_before: list[int] = []
         for position, step in enumerate(state.plan):
             if step.task_id in state.outputs:
                 done_before.append(step.task_id)
                 continue
-            if control.should_stop:
+            async with self._engine.connect() as conn:
+                journal = Journal(conn, self._bus)
+                if state.unstored is not None:
+                    stored = await self._store_answer(journal, state)
+                    if stored is None:
+                        await journal.commit()
+                        return Outcome.STOPPED
+                    done_before.append(stored)
+                if control.should_stop:
+                    await journal.commit()
+                    return Outcome.STOPPED
+                opened = await self._open_step(journal, state, step, list(done_before))
+                await journal.commit()
+            answered = opened if isinstance(opened, StepResult) else await self._call(state, opened)
+            if isinstance(answered, Answered):
+                state.unstored = answered
+                continue
+            if answered.stopped:
                 return Outcome.STOPPED
-            result = await self._run_step(state, step, context_ids=list(done_before))
-            if result.stopped:
-                return Outcome.STOPPED
-            if result.error is not None:
-                state.failure = result.error
-                await self._skip(state, [p.task_id for p in state.plan[position + 1 :]])
-                return Outcome.FAILED
-            done_before.append(step.task_id)
+            state.failure = answered.error
+            await self._skip(state, [p.task_id for p in state.plan[position + 1 :]])
+            return Outcome.FAILED
         return Outcome.COMPLETED
 
     async def _run_dag(self, state: RunState, control: Control) -> Outcome:
@@ -367,60 +400,89 @@ class ExecutionRunner:
     async def _run_step(
         self, state: RunState, step: PlannedTask, context_ids: list[int]
     ) -> StepResult:
-        spec = state.tasks.get(step.task_id)
+        """One task on its own: open, call, store (the parallel scheduler's unit)."""
         async with self._engine.connect() as conn:
             journal = Journal(conn, self._bus)
-            if spec is None:
-                return await self._task_gone(journal, state, step.task_id)
-            attempt = state.attempts.get(step.task_id, 0) + 1
-            values = spec.input_data | state.input_data
-            agent = spec.agent
-            # The task boundary: the store decides whether the execution still runs (a pause
-            # or a cancel taken by any server process lands there). The check, the event's
-            # number and the task run's record are one transaction under the execution's row
-            # lock, so a racing cancel either sees the run or stops it.
-            started = await journal.record_if_running(
-                self._event(
-                    state,
-                    EventType.TASK_STARTED,
-                    task_id=step.task_id,
-                    agent_id=agent.agent_id if agent else None,
-                    status=TS.RUNNING,
-                    data={"attempt": attempt},
-                ),
-                f"Task {step.task_id} ({spec.name}) started, attempt {attempt}",
-            )
-            if started is None:
-                return StepResult(step.task_id, stopped=True)
-            state.attempts[step.task_id] = attempt
-            run = OpenRun(
-                id=0,
+            opened = await self._open_step(journal, state, step, context_ids)
+            await journal.commit()
+        if isinstance(opened, StepResult):
+            return opened
+        answered = await self._call(state, opened)
+        if isinstance(answered, StepResult):
+            return answered
+        state.unstored = None
+        async with self._engine.connect() as conn:
+            journal = Journal(conn, self._bus)
+            task_id = await self._store_answer(journal, state, answered)
+            await journal.commit()
+        if task_id is None:
+            return StepResult(step.task_id, stopped=True)
+        return StepResult(step.task_id, output=answered.completion.text)
+
+    async def _open_step(
+        self, journal: Journal, state: RunState, step: PlannedTask, context_ids: list[int]
+    ) -> OpenRun | StepResult:
+        """The task boundary, inside the caller's transaction.
+
+        The store decides whether the execution still runs (a pause or a cancel taken by any
+        server process lands there). The check, the event's number and the task run's record
+        are one transaction under the execution's row lock, so a racing cancel either sees the
+        run or stops it.
+        """
+        spec = state.tasks.get(step.task_id)
+        if spec is None:
+            return await self._task_gone(journal, state, step.task_id)
+        attempt = state.attempts.get(step.task_id, 0) + 1
+        agent = spec.agent
+        started = await journal.record_if_running(
+            self._event(
+                state,
+                EventType.TASK_STARTED,
                 task_id=step.task_id,
                 agent_id=agent.agent_id if agent else None,
+                status=TS.RUNNING,
+                data={"attempt": attempt},
+            ),
+            f"Task {step.task_id} ({spec.name}) started, attempt {attempt}",
+        )
+        if started is None:
+            return StepResult(step.task_id, stopped=True)
+        state.attempts[step.task_id] = attempt
+        run = OpenRun(
+            id=0,
+            task_id=step.task_id,
+            agent_id=agent.agent_id if agent else None,
+            attempt=attempt,
+            started_seq=started.seq,
+            values=spec.input_data | state.input_data,
+            context_ids=context_ids,
+        )
+        run.id = await journal.session.scalar(
+            insert(TASK_RUNS)
+            .values(
+                execution_id=state.execution_id,
+                task_id=run.task_id,
+                agent_id=run.agent_id,
+                status=TS.RUNNING.value,
                 attempt=attempt,
+                input={"input_data": run.values, "context_task_ids": context_ids},
+                started_at=started.timestamp,
             )
-            run.id = await conn.scalar(
-                insert(TASK_RUNS)
-                .values(
-                    execution_id=state.execution_id,
-                    task_id=run.task_id,
-                    agent_id=run.agent_id,
-                    status=TS.RUNNING.value,
-                    attempt=attempt,
-                    input={"input_data": values, "context_task_ids": context_ids},
-                    started_at=started.timestamp,
-                )
-                .returning(TASK_RUNS.c.id)
-            )
-            await journal.commit()
+            .returning(TASK_RUNS.c.id)
+        )
+        return run
+
+    async def _call(self, state: RunState, run: OpenRun) -> Answered | StepResult:
+        """The model call of an open run; a failure is stored at once."""
+        spec = state.tasks[run.task_id]
+        agent = spec.agent
         if agent is None:
             return await self._fail_step(
                 state, run, "TASK_NOT_RUNNABLE: the task has no agent", 0.0
             )
-
         context = [
             ContextItem(f"Output of task {tid} ({state.tasks[tid].name})", output)
-            for tid in context_ids
+            for tid in run.context_ids
             if (output := state.outputs.get(tid, state.external_context.get(tid))) is not None
             and tid in state.tasks
         ] + [
@@ -429,9 +491,9 @@ class ExecutionRunner:
             if tid not in state.tasks
         ]
         prompt = task_prompt(
-            description=fill(spec.description, values),
-            expected_output=fill(spec.expected_output, values) or None,
-            input_data=values,
+            description=fill(spec.description, run.values),
+            expected_output=fill(spec.expected_output, run.values) or None,
+            input_data=run.values,
             context=context,
         )
         chunk_index = 0
@@ -444,10 +506,10 @@ class ExecutionRunner:
                 self._event(
                     state,
                     EventType.TASK_OUTPUT_CHUNK,
-                    task_id=step.task_id,
+                    task_id=run.task_id,
                     agent_id=agent.agent_id,
                     status=TS.RUNNING,
-                    seq=started.seq,
+                    seq=run.started_seq,
                     data={"chunk": text, "index": chunk_index, "call_attempt": call_attempt},
                 ),
             )
@@ -466,44 +528,49 @@ class ExecutionRunner:
             return await self._fail_step(
                 state, run, f"{exc.code}: {exc.message}", time.perf_counter() - began
             )
-        elapsed = time.perf_counter() - began
-        async with self._engine.connect() as conn:
-            journal = Journal(conn, self._bus)
-            stored = await move_task_run(
-                conn,
-                run.id,
-                TS.COMPLETED,
-                output=completion.text,
-                tokens_used=completion.tokens_used,
-                execution_time=elapsed,
-                completed_at=utcnow(),
-            )
-            if stored:
-                await journal.record(
-                    self._event(
-                        state,
-                        EventType.TASK_COMPLETED,
-                        task_id=step.task_id,
-                        agent_id=agent.agent_id,
-                        status=TS.COMPLETED,
-                        data={
-                            "output": completion.text,
-                            "tokens_used": completion.tokens_used,
-                            "execution_time": round(elapsed, 6),
-                            "attempt": attempt,
-                        },
-                    ),
-                    f"Task {step.task_id} ({spec.name}) completed in {elapsed:.3f}s, "
-                    f"{completion.tokens_used} tokens",
-                    execution_values={
-                        "tokens_used": EXECUTIONS.c.tokens_used + completion.tokens_used
-                    },
-                )
-            await journal.commit()
-        if not stored:
-            return StepResult(step.task_id, stopped=True)
-        state.outputs[step.task_id] = completion.text
-        return StepResult(step.task_id, output=completion.text)
+        return Answered(run, completion, time.perf_counter() - began)
+
+    async def _store_answer(
+        self, journal: Journal, state: RunState, answered: Answered | None = None
+    ) -> int | None:
+        """Store an answer (by default the run's unstored one) as its task's completion, in the
+        caller's transaction. Returns the task id, or None when the run was closed meanwhile
+        (a cancel): then nothing is stored and the execution must stop."""
+        if answered is None:
+            answered, state.unstored = state.unstored, None
+        assert answered is not None
+        run, completion, elapsed = answered.run, answered.completion, answered.elapsed
+        spec = state.tasks[run.task_id]
+        if not await move_task_run(
+            journal.session,
+            run.id,
+            TS.COMPLETED,
+            output=completion.text,
+            tokens_used=completion.tokens_used,
+            execution_time=elapsed,
+            completed_at=utcnow(),
+        ):
+            return None
+        await journal.record(
+            self._event(
+                state,
+                EventType.TASK_COMPLETED,
+                task_id=run.task_id,
+                agent_id=run.agent_id,
+                status=TS.COMPLETED,
+                data={
+                    "output": completion.text,
+                    "tokens_used": completion.tokens_used,
+                    "execution_time": round(elapsed, 6),
+                    "attempt": run.attempt,
+                },
+            ),
+            f"Task {run.task_id} ({spec.name}) completed in {elapsed:.3f}s, "
+            f"{completion.tokens_used} tokens",
+            execution_values={"tokens_used": EXECUTIONS.c.tokens_used + completion.tokens_used},
+        )
+        state.outputs[run.task_id] = completion.text
+        return run.task_id
 
     async def _task_gone(self, journal: Journal, state: RunState, task_id: int) -> StepResult:
         """The task was deleted after the execution was accepted: there is nothing to run (and
@@ -521,7 +588,6 @@ class ExecutionRunner:
         )
         if recorded is None:
             return StepResult(task_id, stopped=True)
-        await journal.commit()
         return StepResult(task_id, error=f"Task {task_id} failed: {error}")
 
     async def _fail_step(
@@ -582,8 +648,11 @@ class ExecutionRunner:
     # -- end -------------------------------------------------------------------------------
 
     async def _finish(self, state: RunState, outcome: Outcome) -> None:
-        async with self._sessions() as session:
+        async with self._engine.connect() as session:
             journal = Journal(session, self._bus)
+            if state.unstored is not None and await self._store_answer(journal, state) is None:
+                await journal.commit()  # the last run was cancelled meanwhile: nothing to finish
+                return
             if outcome is Outcome.COMPLETED:
                 output = self._output(state)
                 if await move_execution(
