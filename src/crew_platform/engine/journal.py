@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Table, insert, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from crew_platform.engine.states import ExecutionStatus
+from crew_platform.engine.states import ExecutionStatus, sources_of
 from crew_platform.events.bus import EventBus
 from crew_platform.events.types import Event, EventType
 from crew_platform.models import Execution, ExecutionLog
@@ -69,7 +70,7 @@ class Journal:
     ) -> Event:
         """Number the event and queue its log row; `execution_values` ride along on the same
         UPDATE of the execution (one round trip instead of two)."""
-        recorded = await self._record(event, message, execution_values, while_running=False)
+        recorded = await self._record(event, message, execution_values)
         if recorded is None:
             raise LookupError(f"execution {event.execution_id} is gone")
         return recorded
@@ -80,7 +81,16 @@ class Journal:
         The task boundary: numbering the event and checking the status are one UPDATE, whose
         row lock also serialises with a pause or cancel racing it.
         """
-        return await self._record(event, message, None, while_running=True)
+        return await self._record(event, message, None, only_from=(ExecutionStatus.RUNNING,))
+
+    async def record_move(
+        self, event: Event, message: str, target: ExecutionStatus, **values: Any
+    ) -> Event | None:
+        """Move the execution to `target` (compare-and-set, as the state machine allows) and
+        record `event` in the same UPDATE; None, and nothing written, if the move is refused."""
+        return await self._record(
+            event, message, {"status": target.value, **values}, only_from=sources_of(target)
+        )
 
     async def _record(
         self,
@@ -88,12 +98,12 @@ class Journal:
         message: str,
         execution_values: dict[str, Any] | None,
         *,
-        while_running: bool,
+        only_from: Sequence[str] | None = None,
     ) -> Event | None:
         assert event.execution_id is not None
         numbering = update(EXECUTIONS).where(EXECUTIONS.c.id == event.execution_id)
-        if while_running:
-            numbering = numbering.where(EXECUTIONS.c.status == ExecutionStatus.RUNNING.value)
+        if only_from is not None:
+            numbering = numbering.where(EXECUTIONS.c.status.in_(only_from))
         seq = await self.session.scalar(
             numbering.values(
                 last_seq=EXECUTIONS.c.last_seq + 1, **(execution_values or {})

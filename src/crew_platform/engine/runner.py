@@ -185,17 +185,21 @@ class ExecutionRunner:
     async def _begin(self, execution_id: int, control: Control) -> RunState | None:
         async with self._sessions() as session:
             journal = Journal(session, self._bus)
-            execution = await session.get(Execution, execution_id)
-            if execution is None or execution.status not in (ES.PENDING, ES.RUNNING):
+            found = (
+                await session.execute(
+                    # FOR SHARE of the workflow: serialises with a pause (an UPDATE of that
+                    # row) but not with the other runners of the workflow or with inserts
+                    # that reference it.
+                    select(Execution, Workflow)
+                    .join(Workflow, Workflow.id == Execution.workflow_id)
+                    .where(Execution.id == execution_id)
+                    .with_for_update(read=True, of=Workflow)
+                )
+            ).first()
+            if found is None:
                 return None
-            workflow = await session.scalar(
-                # FOR SHARE: serialises with a pause (an UPDATE of this row) but not with the
-                # other runners of the workflow or with inserts that reference it.
-                select(Workflow)
-                .where(Workflow.id == execution.workflow_id)
-                .with_for_update(read=True)
-            )
-            if workflow is None:
+            execution, workflow = found.tuple()
+            if execution.status not in (ES.PENDING, ES.RUNNING):
                 return None
             if workflow.status == "paused":
                 if execution.status == ES.RUNNING:
@@ -205,28 +209,33 @@ class ExecutionRunner:
             resumed_after_crash = execution.status == ES.RUNNING
             first_start = execution.last_seq == 0
             control.begun_at_seq = execution.last_seq
-            if not resumed_after_crash and not await move_execution(
-                session, execution_id, ES.RUNNING
-            ):
-                await session.commit()
-                return None
-            state = await self._load_state(session, execution, workflow)
-            await self._close_interrupted_runs(journal, state)
+            state = await self._load_state(session, execution, workflow, first_start)
             if first_start:
-                await journal.record(
+                started = await journal.record_move(
                     self._event(state, EventType.WORKFLOW_STARTED, status=ES.RUNNING),
                     f"Execution {execution_id} of workflow {workflow.id} started",
+                    ES.RUNNING,
                 )
-            elif resumed_after_crash:
-                await journal.record(
-                    self._event(
-                        state,
-                        EventType.WORKFLOW_RESUMED,
-                        status=ES.RUNNING,
-                        data={"reason": "recovered after restart"},
-                    ),
-                    f"Execution {execution_id} resumed after a restart",
-                )
+                if started is None:
+                    await session.commit()
+                    return None
+            else:
+                if not resumed_after_crash and not await move_execution(
+                    session, execution_id, ES.RUNNING
+                ):
+                    await session.commit()
+                    return None
+                await self._close_interrupted_runs(journal, state)
+                if resumed_after_crash:
+                    await journal.record(
+                        self._event(
+                            state,
+                            EventType.WORKFLOW_RESUMED,
+                            status=ES.RUNNING,
+                            data={"reason": "recovered after restart"},
+                        ),
+                        f"Execution {execution_id} resumed after a restart",
+                    )
             unconfigured = self._unconfigured_provider(state)
             await journal.commit()
         if unconfigured:
@@ -236,18 +245,22 @@ class ExecutionRunner:
         return state
 
     async def _load_state(
-        self, session: AsyncSession, execution: Execution, workflow: Workflow
+        self, session: AsyncSession, execution: Execution, workflow: Workflow, first_start: bool
     ) -> RunState:
+        """What the run needs, read once. A first start has no task runs to read yet (every
+        run is recorded with a numbered event, and none was ever numbered)."""
         plan = [
             PlannedTask(int(p["task_id"]), tuple(int(d) for d in p.get("depends_on", ())))
             for p in execution.plan or []
         ]
-        task_ids = [p.task_id for p in plan]
-        tasks = {t.id: t for t in await session.scalars(select(Task).where(Task.id.in_(task_ids)))}
-        agent_ids = {t.agent_id for t in tasks.values() if t.agent_id is not None}
-        agents = {
-            a.id: a for a in await session.scalars(select(Agent).where(Agent.id.in_(agent_ids)))
-        }
+        rows = (
+            await session.execute(
+                select(Task, Agent)
+                .outerjoin(Agent, Agent.id == Task.agent_id)
+                .where(Task.id.in_([p.task_id for p in plan]))
+            )
+        ).tuples()
+        tasks = {task.id: (task, agent) for task, agent in rows}
         config = (workflow.config or {}) | (execution.config or {})
         max_parallel = config.get("max_parallel", DEFAULT_MAX_PARALLEL)
         if not isinstance(max_parallel, int) or isinstance(max_parallel, bool) or max_parallel < 1:
@@ -266,23 +279,24 @@ class ExecutionRunner:
                     description=t.description or t.name,
                     expected_output=t.expected_output,
                     input_data=dict(t.input_data or {}),
-                    agent=profile_of(agents[t.agent_id]) if t.agent_id in agents else None,
+                    agent=profile_of(agent) if agent is not None else None,
                 )
-                for tid, t in tasks.items()
+                for tid, (t, agent) in tasks.items()
             },
         )
-        runs = (
-            await session.scalars(
-                select(TaskRun).where(TaskRun.execution_id == execution.id).order_by(TaskRun.id)
+        if not first_start:
+            runs = await session.execute(
+                select(TaskRun.task_id, TaskRun.attempt, TaskRun.status, TaskRun.output)
+                .where(TaskRun.execution_id == execution.id)
+                .order_by(TaskRun.id)
             )
-        ).all()
-        for run in runs:
-            state.attempts[run.task_id] = max(state.attempts.get(run.task_id, 0), run.attempt)
-            if run.status == TS.COMPLETED and run.output is not None:
-                state.outputs[run.task_id] = run.output
+            for task_id, attempt, status, output in runs:
+                state.attempts[task_id] = max(state.attempts.get(task_id, 0), attempt)
+                if status == TS.COMPLETED and output is not None:
+                    state.outputs[task_id] = output
         if execution.mode == "task":
             state.external_context = await self._latest_outputs(
-                session, [d for t in tasks.values() for d in (t.dependencies or [])]
+                session, [d for t, _ in tasks.values() for d in (t.dependencies or [])]
             )
         return state
 
@@ -648,49 +662,38 @@ class ExecutionRunner:
     # -- end -------------------------------------------------------------------------------
 
     async def _finish(self, state: RunState, outcome: Outcome) -> None:
-        async with self._engine.connect() as session:
-            journal = Journal(session, self._bus)
+        async with self._engine.connect() as conn:
+            journal = Journal(conn, self._bus)
             if state.unstored is not None and await self._store_answer(journal, state) is None:
                 await journal.commit()  # the last run was cancelled meanwhile: nothing to finish
                 return
+            output = self._output(state)
             if outcome is Outcome.COMPLETED:
-                output = self._output(state)
-                if await move_execution(
-                    session,
-                    state.execution_id,
+                await journal.record_move(
+                    self._event(
+                        state,
+                        EventType.WORKFLOW_COMPLETED,
+                        status=ES.COMPLETED,
+                        data={"output": output["result"]},
+                    ),
+                    f"Execution {state.execution_id} completed",
                     ES.COMPLETED,
                     output_data=output,
                     completed_at=utcnow(),
                     error_message=None,
-                ):
-                    await journal.record(
-                        self._event(
-                            state,
-                            EventType.WORKFLOW_COMPLETED,
-                            status=ES.COMPLETED,
-                            data={"output": output["result"]},
-                        ),
-                        f"Execution {state.execution_id} completed",
-                    )
+                )
             else:
                 error = state.failure or "failed"
-                if await move_execution(
-                    session,
-                    state.execution_id,
+                await journal.record_move(
+                    self._event(
+                        state, EventType.WORKFLOW_FAILED, status=ES.FAILED, data={"error": error}
+                    ),
+                    f"Execution {state.execution_id} failed: {error}",
                     ES.FAILED,
-                    output_data=self._output(state),
+                    output_data=output,
                     completed_at=utcnow(),
                     error_message=error,
-                ):
-                    await journal.record(
-                        self._event(
-                            state,
-                            EventType.WORKFLOW_FAILED,
-                            status=ES.FAILED,
-                            data={"error": error},
-                        ),
-                        f"Execution {state.execution_id} failed: {error}",
-                    )
+                )
             await journal.commit()
 
     def _output(self, state: RunState) -> dict[str, Any]:
