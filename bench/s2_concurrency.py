@@ -50,6 +50,7 @@ class Point:
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
     refused: int = 0  # POST /execute answered with an error
+    refusals: dict[str, int] = field(default_factory=dict)  # why, e.g. "ReadTimeout" or "HTTP 503"
     not_completed: int = 0  # accepted, but failed or never finished
     lost_events: int | None = None
     peak_rss_mb: float | None = None
@@ -112,8 +113,14 @@ async def _burst(server: Server, k: int, point: Point, tag: str, limit_s: float)
                 response = await client.post(f"/api/v1/workflows/{workflow_id}/execute", json={})
                 response.raise_for_status()
                 sent[int(response.json()["id"])] = at
-            except httpx.HTTPError:
+            except httpx.HTTPError as exc:
                 refused += 1
+                why = (
+                    f"HTTP {exc.response.status_code}"
+                    if isinstance(exc, httpx.HTTPStatusError)
+                    else type(exc).__name__
+                )
+                point.refusals[why] = point.refusals.get(why, 0) + 1
 
         first = time.time()
         await asyncio.gather(*(one() for _ in range(k)))
@@ -357,7 +364,11 @@ def _tabulate(
                 "; ".join(
                     x
                     for x in (
-                        f"{p.refused} POST refused" if p.refused else "",
+                        f"{p.refused} POST refused ("
+                        + ", ".join(f"{n}x {why}" for why, n in sorted(p.refusals.items()))
+                        + ")"
+                        if p.refused
+                        else "",
                         f"{p.not_completed} accepted but not completed" if p.not_completed else "",
                         p.note,
                     )
