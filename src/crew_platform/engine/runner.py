@@ -19,7 +19,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from crew_platform.db import utcnow
-from crew_platform.engine.journal import EXECUTIONS, Journal, publish
+from crew_platform.engine.journal import Journal, publish
 from crew_platform.engine.plan import PlannedTask
 from crew_platform.engine.states import ExecutionStatus as ES
 from crew_platform.engine.states import TaskRunStatus as TS
@@ -39,6 +39,7 @@ from crew_platform.models import Agent, Execution, Task, TaskRun, Workflow
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_PARALLEL = 4
+_INSERT_RUN = insert(TASK_RUNS).returning(TASK_RUNS.c.id)
 
 
 @dataclass
@@ -471,19 +472,19 @@ class ExecutionRunner:
             values=spec.input_data | state.input_data,
             context_ids=context_ids,
         )
-        run.id = await journal.session.scalar(
-            insert(TASK_RUNS)
-            .values(
-                execution_id=state.execution_id,
-                task_id=run.task_id,
-                agent_id=run.agent_id,
-                status=TS.RUNNING.value,
-                attempt=attempt,
-                input={"input_data": run.values, "context_task_ids": context_ids},
-                started_at=started.timestamp,
-            )
-            .returning(TASK_RUNS.c.id)
+        inserted = await journal.session.execute(
+            _INSERT_RUN,
+            {
+                "execution_id": state.execution_id,
+                "task_id": run.task_id,
+                "agent_id": run.agent_id,
+                "status": TS.RUNNING.value,
+                "attempt": attempt,
+                "input": {"input_data": run.values, "context_task_ids": context_ids},
+                "started_at": started.timestamp,
+            },
         )
+        run.id = inserted.scalar_one()
         return run
 
     async def _call(self, state: RunState, run: OpenRun) -> Answered | StepResult:
@@ -581,7 +582,7 @@ class ExecutionRunner:
             ),
             f"Task {run.task_id} ({spec.name}) completed in {elapsed:.3f}s, "
             f"{completion.tokens_used} tokens",
-            execution_values={"tokens_used": EXECUTIONS.c.tokens_used + completion.tokens_used},
+            add_tokens=completion.tokens_used,
         )
         state.outputs[run.task_id] = completion.text
         return run.task_id

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crew_platform.db import utcnow
@@ -24,23 +24,40 @@ from crew_platform.models import TaskRun
 
 TASK_RUNS: Table = TaskRun.__table__  # type: ignore[assignment]
 
+# Built once; the values to set are bound per call (their column names become the SET list).
+_MOVE_EXECUTION = update(EXECUTIONS).where(
+    EXECUTIONS.c.id == bindparam("b_id"),
+    EXECUTIONS.c.status.in_(bindparam("b_from", expanding=True)),
+)
+_MOVE_TASK_RUN = update(TASK_RUNS).where(
+    TASK_RUNS.c.id == bindparam("b_id"), TASK_RUNS.c.status.in_(bindparam("b_from", expanding=True))
+)
+
 
 async def move_execution(
     session: Writer, execution_id: int, target: ExecutionStatus, **values: Any
 ) -> bool:
     result = await session.execute(
-        update(EXECUTIONS)
-        .where(EXECUTIONS.c.id == execution_id, EXECUTIONS.c.status.in_(sources_of(target)))
-        .values(status=target.value, **values)
+        _MOVE_EXECUTION,
+        {
+            "b_id": execution_id,
+            "b_from": list(sources_of(target)),
+            "status": target.value,
+            **values,
+        },
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def move_task_run(session: Writer, run_id: int, target: TaskRunStatus, **values: Any) -> bool:
     result = await session.execute(
-        update(TASK_RUNS)
-        .where(TASK_RUNS.c.id == run_id, TASK_RUNS.c.status.in_(task_run_sources_of(target)))
-        .values(status=target.value, **values)
+        _MOVE_TASK_RUN,
+        {
+            "b_id": run_id,
+            "b_from": list(task_run_sources_of(target)),
+            "status": target.value,
+            **values,
+        },
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
