@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections import deque
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -44,7 +43,8 @@ class Dispatcher:
         self._runner = runner
         self._sessions = sessionmaker
         self._max_running = max_running
-        self._waiting: deque[int] = deque()
+        self._waiting: dict[int, None] = {}
+        """Executions waiting for a free slot, in arrival order (a dict: O(1) membership)."""
         self._failures: dict[int, int] = {}
         self._retry_timers: dict[int, asyncio.TimerHandle] = {}
         self._jobs: dict[int, asyncio.Task[None]] = {}
@@ -66,7 +66,7 @@ class Dispatcher:
         if execution_id in self._waiting:
             return
         if len(self._jobs) >= self._max_running:
-            self._waiting.append(execution_id)
+            self._waiting[execution_id] = None
             self._idle.clear()
             return
         self._start(execution_id)
@@ -92,7 +92,9 @@ class Dispatcher:
             self._again.discard(execution_id)
             self.submit(execution_id)
         while self._waiting and len(self._jobs) < self._max_running and not self._closing:
-            self.submit(self._waiting.popleft())
+            next_id = next(iter(self._waiting))
+            del self._waiting[next_id]
+            self.submit(next_id)
         if not self._jobs and not self._waiting and not self._retry_timers:
             self._idle.set()
 
@@ -151,8 +153,7 @@ class Dispatcher:
     async def cancel(self, execution_id: int, *, wait: float = 10.0) -> None:
         """Abort the execution's in-flight model calls now and wait for its clean-up."""
         self._again.discard(execution_id)
-        with contextlib.suppress(ValueError):
-            self._waiting.remove(execution_id)
+        self._waiting.pop(execution_id, None)
         if timer := self._retry_timers.pop(execution_id, None):
             timer.cancel()
         job = self._jobs.get(execution_id)
