@@ -155,7 +155,7 @@ class LLMGateway:
                     # Reading it: a stream that breaks after it started (dropped connection,
                     # malformed or truncated chunks) is retried from scratch, with backoff.
                     try:
-                        result = await _read(response.aiter_lines(), on_chunk, attempt)
+                        result = await _read(response.aiter_bytes(), on_chunk, attempt)
                         result.attempts = attempt
                         return result
                     except BrokenStream as exc:
@@ -227,7 +227,7 @@ class LLMGateway:
         return cache.models
 
 
-async def _read(lines: AsyncIterator[str], on_chunk: ChunkSink | None, attempt: int) -> Completion:
+async def _read(body: AsyncIterator[bytes], on_chunk: ChunkSink | None, attempt: int) -> Completion:
     """Collects a streamed chat completion, handing each piece of text to `on_chunk`.
 
     Chunks are read as plain JSON, not as the SDK's pydantic models: building a model per
@@ -237,7 +237,7 @@ async def _read(lines: AsyncIterator[str], on_chunk: ChunkSink | None, attempt: 
     completion = Completion(text="")
     chunks = 0
     finished = False
-    async for payload in _sse_data(lines):
+    async for payload in _sse_data(body):
         chunk = _decode_chunk(payload)
         chunks += 1
         usage = chunk.get("usage")
@@ -264,18 +264,20 @@ async def _read(lines: AsyncIterator[str], on_chunk: ChunkSink | None, attempt: 
     return completion
 
 
-async def _sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
-    """The `data` payloads of a server-sent event stream, up to `[DONE]`.
+async def _sse_data(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The `data` payloads of a server-sent event stream, up to `[DONE]`, split from the raw
+    body (the client's own line iterator stacks three generators per network read).
 
     The body is read to its end even after `[DONE]`, so the connection goes back to the pool.
     A transport failure while reading (dropped connection, read timeout) is a BrokenStream.
     """
-    data: list[str] = []
+    data: list[bytes] = []
+    pending = b""
     done = False
-    iterator = aiter(lines)
+    iterator = aiter(body)
     while True:
         try:
-            line = await anext(iterator)
+            received = await anext(iterator)
         except StopAsyncIteration:
             return
         except Exception as exc:
@@ -284,29 +286,40 @@ async def _sse_data(lines: AsyncIterator[str]) -> AsyncIterator[str]:
             raise BrokenStream(f"the stream broke: {_describe(exc)}") from exc
         if done:
             continue
-        if line.startswith("data:"):
-            data.append(line[6:] if line.startswith("data: ") else line[5:])
-        elif not line and data:
-            payload = "\n".join(data)
-            data = []
-            if payload.startswith("[DONE]"):
-                done = True
-            else:
+        buffer = pending + received
+        held = b""
+        if buffer.endswith(b"\r"):  # maybe the first half of a CRLF: decide on the next read
+            buffer, held = buffer[:-1], b"\r"
+        *lines, rest = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+        pending = rest + held
+        for line in lines:
+            if line.startswith(b"data:"):
+                data.append(line[6:] if line.startswith(b"data: ") else line[5:])
+            elif not line and data:
+                payload = b"\n".join(data)
+                data = []
+                if payload.startswith(b"[DONE]"):
+                    done = True
+                    break
                 yield payload
 
 
-def _decode_chunk(payload: str) -> dict[str, Any]:
+def _decode_chunk(payload: bytes) -> dict[str, Any]:
     try:
         chunk = json.loads(payload)
     except ValueError as exc:
-        raise BrokenStream(f"malformed chunk: {_short(payload, 80)!r}") from exc
+        raise BrokenStream(f"malformed chunk: {_preview(payload)!r}") from exc
     if not isinstance(chunk, dict):
-        raise BrokenStream(f"malformed chunk: {_short(payload, 80)!r}")
+        raise BrokenStream(f"malformed chunk: {_preview(payload)!r}")
     error = chunk.get("error")
     if error:
         message = error.get("message") if isinstance(error, dict) else None
         raise BrokenStream(f"the provider reported an error mid-stream: {message or error}")
     return chunk
+
+
+def _preview(payload: bytes) -> str:
+    return _short(payload[:200].decode(errors="replace"), 80)
 
 
 def _count(value: object) -> int:
