@@ -12,7 +12,7 @@ from crew_platform.agents.schemas import (
     AgentTestResult,
     AgentUpdate,
 )
-from crew_platform.common.deps import BusDep, SessionDep, SettingsDep
+from crew_platform.common.deps import BusDep, ReadsDep, SessionDep, SettingsDep
 from crew_platform.common.http import ERROR_RESPONSES, TOTAL_COUNT, IdPath, Page
 from crew_platform.common.schemas import Deleted
 
@@ -42,8 +42,8 @@ async def create_agent(data: AgentCreate, session: SessionDep, settings: Setting
 
 
 @router.get("/{agent_id}", response_model=AgentRead, summary="Get agent by ID")
-async def get_agent(agent_id: IdPath, session: SessionDep) -> AgentRead:
-    return AgentRead.model_validate(await service.get_agent(session, agent_id))
+async def get_agent(agent_id: IdPath, reads: ReadsDep) -> AgentRead:
+    return AgentRead.model_validate(await service.read_agent(reads, agent_id))
 
 
 @router.put("/{agent_id}", response_model=AgentRead, summary="Update agent")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crew_platform.agents.schemas import AgentCreate, AgentTestRequest, AgentTestResult, AgentUpdate
@@ -19,6 +20,7 @@ from crew_platform.events.types import Event, EventType
 from crew_platform.llm.gateway import LLMGateway
 from crew_platform.llm.prompts import messages
 from crew_platform.models import Agent, Task
+from crew_platform.reads import Reads
 
 
 async def list_agents(
@@ -35,6 +37,19 @@ async def get_agent(session: AsyncSession, agent_id: int) -> Agent:
     if agent is None:
         raise NotFound.resource("Agent", agent_id)
     return agent
+
+
+_AGENT_BY_ID = select(Agent.__table__).where(Agent.id == bindparam("agent_id"))
+
+
+async def read_agent(reads: Reads, agent_id: int) -> Row[Any]:
+    """The agent's row for a read-only answer (no ORM object, no transaction)."""
+    row = await reads.run(
+        lambda connection: connection.execute(_AGENT_BY_ID, {"agent_id": agent_id}).first()
+    )
+    if row is None:
+        raise NotFound.resource("Agent", agent_id)
+    return row
 
 
 async def _ensure_name_free(session: AsyncSession, name: str, exclude_id: int | None) -> None:

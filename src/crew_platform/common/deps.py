@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crew_platform.engine.dispatch import Dispatcher
 from crew_platform.events.bus import EventBus
+from crew_platform.reads import Reads
 from crew_platform.settings import Settings
 
 
@@ -17,6 +18,11 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One session per request; services commit, anything else is rolled back on close."""
     async with request.app.state.sessionmaker() as session:
         yield session
+
+
+async def get_reads(request: Request) -> Reads:
+    reads: Reads = request.app.state.reads
+    return reads
 
 
 def get_app_settings(request: Request) -> Settings:
@@ -35,6 +41,7 @@ def get_bus(request: Request) -> EventBus:
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+ReadsDep = Annotated[Reads, Depends(get_reads)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
 BusDep = Annotated[EventBus, Depends(get_bus)]
