@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from crew_platform.agents import service
 from crew_platform.agents.schemas import (
@@ -13,7 +13,7 @@ from crew_platform.agents.schemas import (
     AgentUpdate,
 )
 from crew_platform.common.deps import BusDep, ReadsDep, SessionDep, SettingsDep
-from crew_platform.common.http import ERROR_RESPONSES, TOTAL_COUNT, IdPath, Page
+from crew_platform.common.http import ERROR_RESPONSES, TOTAL_COUNT, IdPath, PageDep
 from crew_platform.common.schemas import Deleted
 
 router = APIRouter(prefix="/api/v1/agents", tags=["agents"], responses=ERROR_RESPONSES)
@@ -24,7 +24,7 @@ router = APIRouter(prefix="/api/v1/agents", tags=["agents"], responses=ERROR_RES
 async def list_agents(
     session: SessionDep,
     response: Response,
-    page: Annotated[Page, Depends()],
+    page: PageDep,
     active_only: Annotated[bool, Query(description="Filter only active agents")] = True,
 ) -> list[AgentRead]:
     agents, total = await service.list_agents(

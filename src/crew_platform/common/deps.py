@@ -25,17 +25,18 @@ async def get_reads(request: Request) -> Reads:
     return reads
 
 
-def get_app_settings(request: Request) -> Settings:
+# Every dependency is `async def`: FastAPI runs plain functions in its thread pool.
+async def get_app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_dispatcher(request: Request) -> Dispatcher:
+async def get_dispatcher(request: Request) -> Dispatcher:
     dispatcher: Dispatcher = request.app.state.dispatcher
     return dispatcher
 
 
-def get_bus(request: Request) -> EventBus:
+async def get_bus(request: Request) -> EventBus:
     bus: EventBus = request.app.state.bus
     return bus
 
