@@ -22,13 +22,13 @@ router = APIRouter(prefix="/api/v1/agents", tags=["agents"], responses=ERROR_RES
 @router.get("/", response_model=list[AgentRead], responses=TOTAL_COUNT, summary="Get all agents")
 @router.get("", response_model=list[AgentRead], include_in_schema=False)
 async def list_agents(
-    session: SessionDep,
+    reads: ReadsDep,
     response: Response,
     page: PageDep,
     active_only: Annotated[bool, Query(description="Filter only active agents")] = True,
 ) -> list[AgentRead]:
-    agents, total = await service.list_agents(
-        session, skip=page.skip, limit=page.limit, active_only=active_only
+    agents, total = await service.read_agents(
+        reads, skip=page.skip, limit=page.limit, active_only=active_only
     )
     response.headers["X-Total-Count"] = str(total)
     return [AgentRead.model_validate(a) for a in agents]

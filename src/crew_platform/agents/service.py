@@ -11,7 +11,7 @@ from sqlalchemy import Row, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crew_platform.agents.schemas import AgentCreate, AgentTestRequest, AgentTestResult, AgentUpdate
-from crew_platform.common.persistence import commit_unique, name_taken, paginate
+from crew_platform.common.persistence import commit_unique, name_taken, paginate_rows
 from crew_platform.engine.journal import publish
 from crew_platform.engine.runner import profile_of
 from crew_platform.errors import Conflict, NotFound, PlatformError
@@ -23,13 +23,15 @@ from crew_platform.models import Agent, Task
 from crew_platform.reads import Reads
 
 
-async def list_agents(
-    session: AsyncSession, *, skip: int, limit: int, active_only: bool
-) -> tuple[Sequence[Agent], int]:
-    query = select(Agent).order_by(Agent.id)
+async def read_agents(
+    reads: Reads, *, skip: int, limit: int, active_only: bool
+) -> tuple[Sequence[Row[Any]], int]:
+    query = select(Agent.__table__).order_by(Agent.id)
     if active_only:
         query = query.where(Agent.is_active.is_(True))
-    return await paginate(session, query, skip=skip, limit=limit)
+    return await reads.run(
+        lambda connection: paginate_rows(connection, query, skip=skip, limit=limit)
+    )
 
 
 async def get_agent(session: AsyncSession, agent_id: int) -> Agent:
