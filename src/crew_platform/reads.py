@@ -2,7 +2,7 @@
 
 A read is a plain function of a (sync) SQLAlchemy `Connection`, run in one go:
 
-* SQLite (a file): on a small pool of its own connections, each query in one hop to a reader
+* SQLite (a file): on a small pool of its own connections, each read in one hop to a reader
   thread. WAL lets readers run while the single writer connection writes, and
   `PRAGMA query_only` keeps these connections from ever writing (so never a read->write
   upgrade, never "database is locked"). Each statement runs in its own implicit transaction,
@@ -38,10 +38,8 @@ class Reads(Protocol):
 class PooledReads:
     """Reads on the async engine's own pool, in autocommit mode."""
 
-    def __init__(self, engine: AsyncEngine, *, autocommit: bool) -> None:
-        self._engine = (
-            engine.execution_options(isolation_level="AUTOCOMMIT") if autocommit else engine
-        )
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine.execution_options(isolation_level="AUTOCOMMIT")
 
     async def run(self, read: Read[T]) -> T:
         async with self._engine.connect() as connection:
@@ -88,4 +86,4 @@ def create_reads(settings: Settings, engine: AsyncEngine) -> Reads:
     path = settings.sqlite_path()
     if path is not None:
         return SQLiteThreadReads(path, settings.sqlite_read_connections)
-    return PooledReads(engine, autocommit=not settings.is_sqlite)
+    return PooledReads(engine)
