@@ -55,6 +55,9 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+PG_RECYCLE_SECONDS = 1800
+
+
 def create_engine(settings: Settings) -> AsyncEngine:
     if settings.is_sqlite:
         path = settings.sqlite_path()
@@ -78,9 +81,6 @@ def create_engine(settings: Settings) -> AsyncEngine:
     )
     event.listen(engine.sync_engine, "checkout", _refuse_closed_connection)
     return engine
-
-
-PG_RECYCLE_SECONDS = 1800
 
 
 def _refuse_closed_connection(_dbapi_connection: Any, _record: Any, proxy: Any) -> None:
