@@ -22,6 +22,7 @@ from crew_platform.events.bus import create_bus
 from crew_platform.executions.router import router as executions_router
 from crew_platform.llm.gateway import LLMGateway
 from crew_platform.llm.router import router as models_router
+from crew_platform.reads import create_reads
 from crew_platform.realtime.hub import Hub
 from crew_platform.realtime.sse import router as sse_router
 from crew_platform.realtime.ws import router as ws_router
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings)
         sessionmaker = create_sessionmaker(engine)
+        reads = create_reads(settings, engine)
         bus = create_bus(settings.redis_url)
         await bus.start()
         gateway = LLMGateway(settings)
@@ -56,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings = settings
         app.state.engine = engine
         app.state.sessionmaker = sessionmaker
+        app.state.reads = reads
         app.state.bus = bus
         app.state.gateway = gateway
         app.state.dispatcher = dispatcher
@@ -72,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             hub.stop()
             await gateway.aclose()
             await bus.stop()
+            await reads.close()
             await engine.dispose()
 
     app = FastAPI(

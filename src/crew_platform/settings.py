@@ -31,6 +31,8 @@ class Settings(BaseSettings):
     llm_max_retries: int = Field(default=3, ge=0)
     models_cache_seconds: float = Field(default=60.0, ge=0)
 
+    sqlite_read_connections: int = Field(default=2, ge=1)
+
     max_body_bytes: int = Field(default=1024 * 1024, ge=1)
 
     redis_url: str | None = None

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from crew_platform.agents import service
 from crew_platform.agents.schemas import (
@@ -12,8 +12,8 @@ from crew_platform.agents.schemas import (
     AgentTestResult,
     AgentUpdate,
 )
-from crew_platform.common.deps import BusDep, SessionDep, SettingsDep
-from crew_platform.common.http import ERROR_RESPONSES, TOTAL_COUNT, IdPath, Page
+from crew_platform.common.deps import BusDep, ReadsDep, SessionDep, SettingsDep
+from crew_platform.common.http import ERROR_RESPONSES, TOTAL_COUNT, IdPath, PageDep
 from crew_platform.common.schemas import Deleted
 
 router = APIRouter(prefix="/api/v1/agents", tags=["agents"], responses=ERROR_RESPONSES)
@@ -22,13 +22,13 @@ router = APIRouter(prefix="/api/v1/agents", tags=["agents"], responses=ERROR_RES
 @router.get("/", response_model=list[AgentRead], responses=TOTAL_COUNT, summary="Get all agents")
 @router.get("", response_model=list[AgentRead], include_in_schema=False)
 async def list_agents(
-    session: SessionDep,
+    reads: ReadsDep,
     response: Response,
-    page: Annotated[Page, Depends()],
+    page: PageDep,
     active_only: Annotated[bool, Query(description="Filter only active agents")] = True,
 ) -> list[AgentRead]:
-    agents, total = await service.list_agents(
-        session, skip=page.skip, limit=page.limit, active_only=active_only
+    agents, total = await service.read_agents(
+        reads, skip=page.skip, limit=page.limit, active_only=active_only
     )
     response.headers["X-Total-Count"] = str(total)
     return [AgentRead.model_validate(a) for a in agents]
@@ -42,8 +42,8 @@ async def create_agent(data: AgentCreate, session: SessionDep, settings: Setting
 
 
 @router.get("/{agent_id}", response_model=AgentRead, summary="Get agent by ID")
-async def get_agent(agent_id: IdPath, session: SessionDep) -> AgentRead:
-    return AgentRead.model_validate(await service.get_agent(session, agent_id))
+async def get_agent(agent_id: IdPath, reads: ReadsDep) -> AgentRead:
+    return AgentRead.model_validate(await service.read_agent(reads, agent_id))
 
 
 @router.put("/{agent_id}", response_model=AgentRead, summary="Update agent")

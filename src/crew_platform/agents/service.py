@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crew_platform.agents.schemas import AgentCreate, AgentTestRequest, AgentTestResult, AgentUpdate
-from crew_platform.common.persistence import commit_unique, name_taken, paginate
+from crew_platform.common.persistence import commit_unique, name_taken, paginate_rows
 from crew_platform.engine.journal import publish
 from crew_platform.engine.runner import profile_of
 from crew_platform.errors import Conflict, NotFound, PlatformError
@@ -19,15 +20,18 @@ from crew_platform.events.types import Event, EventType
 from crew_platform.llm.gateway import LLMGateway
 from crew_platform.llm.prompts import messages
 from crew_platform.models import Agent, Task
+from crew_platform.reads import Reads
 
 
-async def list_agents(
-    session: AsyncSession, *, skip: int, limit: int, active_only: bool
-) -> tuple[Sequence[Agent], int]:
-    query = select(Agent).order_by(Agent.id)
+async def read_agents(
+    reads: Reads, *, skip: int, limit: int, active_only: bool
+) -> tuple[Sequence[Row[Any]], int]:
+    query = select(Agent.__table__).order_by(Agent.id)
     if active_only:
         query = query.where(Agent.is_active.is_(True))
-    return await paginate(session, query, skip=skip, limit=limit)
+    return await reads.run(
+        lambda connection: paginate_rows(connection, query, skip=skip, limit=limit)
+    )
 
 
 async def get_agent(session: AsyncSession, agent_id: int) -> Agent:
@@ -35,6 +39,19 @@ async def get_agent(session: AsyncSession, agent_id: int) -> Agent:
     if agent is None:
         raise NotFound.resource("Agent", agent_id)
     return agent
+
+
+_AGENT_BY_ID = select(Agent.__table__).where(Agent.id == bindparam("agent_id"))
+
+
+async def read_agent(reads: Reads, agent_id: int) -> Row[Any]:
+    """The agent's row for a read-only answer (no ORM object, no transaction)."""
+    row = await reads.run(
+        lambda connection: connection.execute(_AGENT_BY_ID, {"agent_id": agent_id}).first()
+    )
+    if row is None:
+        raise NotFound.resource("Agent", agent_id)
+    return row
 
 
 async def _ensure_name_free(session: AsyncSession, name: str, exclude_id: int | None) -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Path, Query, Request
+from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, Field, WithJsonSchema
@@ -183,15 +184,21 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _unexpected_handler)
 
 
+@dataclass(frozen=True)
 class Page:
-    """`skip`/`limit` query parameters with the spec's defaults and our bounds."""
+    skip: int
+    limit: int
 
-    def __init__(
-        self,
-        skip: Annotated[int, Query(ge=0, le=MAX_ID, description="Number of records to skip")] = 0,
-        limit: Annotated[
-            int, Query(ge=1, le=1000, description="Maximum number of records to return")
-        ] = 100,
-    ) -> None:
-        self.skip = skip
-        self.limit = limit
+
+async def page_params(
+    skip: Annotated[int, Query(ge=0, le=MAX_ID, description="Number of records to skip")] = 0,
+    limit: Annotated[
+        int, Query(ge=1, le=1000, description="Maximum number of records to return")
+    ] = 100,
+) -> Page:
+    """`skip`/`limit` query parameters with the spec's defaults and our bounds (async: FastAPI
+    would run a plain function or class in its thread pool, one thread hop per request)."""
+    return Page(skip, limit)
+
+
+PageDep = Annotated[Page, Depends(page_params)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Connection, Row, Select, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,9 +17,22 @@ T = TypeVar("T")
 async def paginate(
     session: AsyncSession, query: Select[Any], *, skip: int, limit: int
 ) -> tuple[Sequence[Any], int]:
-    total = await session.scalar(select(func.count()).select_from(query.order_by(None).subquery()))
+    total = await session.scalar(_count(query))
     rows = (await session.scalars(query.offset(skip).limit(limit))).all()
     return rows, int(total or 0)
+
+
+def paginate_rows(
+    connection: Connection, query: Select[Any], *, skip: int, limit: int
+) -> tuple[Sequence[Row[Any]], int]:
+    """`paginate` for a Core query on a plain connection (see crew_platform.reads)."""
+    total = connection.scalar(_count(query))
+    rows = connection.execute(query.offset(skip).limit(limit)).all()
+    return rows, int(total or 0)
+
+
+def _count(query: Select[Any]) -> Select[Any]:
+    return select(func.count()).select_from(query.order_by(None).subquery())
 
 
 async def commit_unique(session: AsyncSession, *, unique: Any, conflict: Conflict) -> None:

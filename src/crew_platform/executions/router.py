@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Query, Response
 
 from crew_platform.common.deps import BusDep, DispatcherDep, SessionDep
-from crew_platform.common.http import ERROR_RESPONSES, IdPath, Page
+from crew_platform.common.http import ERROR_RESPONSES, IdPath, PageDep
 from crew_platform.common.types import MAX_ID, SafeText
 from crew_platform.engine.states import ExecutionStatus
 from crew_platform.executions import service
@@ -25,7 +25,7 @@ router = APIRouter(prefix="/api/v1/executions", tags=["executions"], responses=E
 async def list_executions(
     session: SessionDep,
     response: Response,
-    page: Annotated[Page, Depends()],
+    page: PageDep,
     workflow_id: Annotated[
         int | None, Query(ge=1, le=MAX_ID, description="Filter by workflow ID")
     ] = None,
@@ -59,7 +59,7 @@ async def execution_logs(
     execution_id: IdPath,
     session: SessionDep,
     response: Response,
-    page: Annotated[Page, Depends()],
+    page: PageDep,
     level: Annotated[SafeText | None, Query(max_length=16, description="Only this level")] = None,
 ) -> list[LogEntry]:
     items, total = await service.execution_logs(

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Query, Response
+from fastapi import APIRouter, Body, Query, Response
 
 from crew_platform.common.deps import BusDep, DispatcherDep, SessionDep
-from crew_platform.common.http import ERROR_RESPONSES, TOTAL_COUNT, IdPath, Page
+from crew_platform.common.http import ERROR_RESPONSES, TOTAL_COUNT, IdPath, PageDep
 from crew_platform.common.schemas import Deleted
 from crew_platform.common.types import MAX_ID
 from crew_platform.executions import service as executions
@@ -21,7 +21,7 @@ router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"], responses=ERROR_RESPO
 async def list_tasks(
     session: SessionDep,
     response: Response,
-    page: Annotated[Page, Depends()],
+    page: PageDep,
     workflow_id: Annotated[
         int | None, Query(ge=1, le=MAX_ID, description="Filter by workflow ID")
     ] = None,
@@ -105,7 +105,7 @@ async def execute_task(
     summary="Get task executions",
 )
 async def task_executions(
-    task_id: IdPath, session: SessionDep, response: Response, page: Annotated[Page, Depends()]
+    task_id: IdPath, session: SessionDep, response: Response, page: PageDep
 ) -> list[TaskRunRead]:
     runs, total = await executions.task_runs(
         session, task_id=task_id, skip=page.skip, limit=page.limit

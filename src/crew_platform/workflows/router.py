@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Query, Response
+from fastapi import APIRouter, Body, Query, Response
 
 from crew_platform.common.deps import BusDep, DispatcherDep, SessionDep
-from crew_platform.common.http import ERROR_RESPONSES, TOTAL_COUNT, IdPath, Page
+from crew_platform.common.http import ERROR_RESPONSES, TOTAL_COUNT, IdPath, PageDep
 from crew_platform.common.schemas import Deleted
 from crew_platform.engine.states import ExecutionStatus
 from crew_platform.executions import service as executions
@@ -23,7 +23,7 @@ router = APIRouter(prefix="/api/v1/workflows", tags=["workflows"], responses=ERR
 async def list_workflows(
     session: SessionDep,
     response: Response,
-    page: Annotated[Page, Depends()],
+    page: PageDep,
     active_only: Annotated[bool, Query(description="Filter only active workflows")] = True,
 ) -> list[WorkflowRead]:
     items, total = await service.list_workflows(
@@ -90,7 +90,7 @@ async def workflow_executions(
     workflow_id: IdPath,
     session: SessionDep,
     response: Response,
-    page: Annotated[Page, Depends()],
+    page: PageDep,
     status: Annotated[ExecutionStatus | None, Query(description="Filter by status")] = None,
 ) -> list[ExecutionRead]:
     items, total = await executions.workflow_executions(
