@@ -95,7 +95,7 @@ async def test_pause_during_the_last_call_keeps_its_answer_and_resume_finishes_w
     """The last answer of a linear run is stored with the execution's finish; a pause that
     lands during that call must still store it, and must not finish the execution."""
     stub.script(for_task("A", content="OUT<A>"), hold("B", "b", "OUT<B>"))
-    _, workflow, (a, b) = await pipeline(client, ["A", "B"])
+    _, workflow, (_, b) = await pipeline(client, ["A", "B"])
     run = await execute(client, workflow["id"])
     await wait_for_gate(stub, "b")
     assert (await post(client, f"/workflows/{workflow['id']}/pause")).status_code == 200
