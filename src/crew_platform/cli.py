@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import sys
 
@@ -15,10 +16,27 @@ def migrate() -> None:
     upgrade_to_head(get_settings().database_url)
 
 
+def _load_app() -> None:
+    """Import the app (most of start-up) with the cyclic GC paused, then freeze what it built.
+
+    The import allocates ~400k long-lived objects and hardly any garbage, so the collections it
+    triggers find nothing (~0.1 s of CPU); frozen, they are not scanned by later ones either.
+    uvicorn then finds the module already imported.
+    """
+    gc.disable()
+    try:
+        import crew_platform.app  # noqa: F401
+    finally:
+        gc.enable()
+    gc.freeze()
+
+
 def serve(host: str | None, port: int | None, reload: bool) -> None:
     import uvicorn
 
     settings = get_settings()
+    if not reload:  # with --reload the app is imported by the reloader's child process
+        _load_app()
     uvicorn.run(
         "crew_platform.app:create_app",
         factory=True,
@@ -26,6 +44,7 @@ def serve(host: str | None, port: int | None, reload: bool) -> None:
         port=port or settings.port,
         reload=reload,
         log_level=settings.log_level,
+        ws_per_message_deflate=settings.ws_compression,
         # Only TRUSTED_PROXIES may set the client address; uvicorn would trust 127.0.0.1.
         proxy_headers=False,
         forwarded_allow_ips="",
