@@ -30,7 +30,7 @@ from crew_platform.workflows.router import router as workflows_router
 
 log = logging.getLogger(__name__)
 
-SDK_WARM_UP_DELAY_SECONDS = 1.0
+SDK_WARM_UP_DELAY_SECONDS = 0.5
 """The openai SDK is imported in a worker thread this long after start-up: the import holds the
 GIL for ~0.35 s, which would otherwise slow the lifespan and the first requests."""
 
