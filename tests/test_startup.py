@@ -129,3 +129,26 @@ def test_pydantic_v1_models_are_still_refused() -> None:
         """
     )
     assert refused == {"refused": True}
+
+
+def test_serve_imports_the_app_once_with_gc_frozen_and_tuned() -> None:
+    state = _run(
+        """
+        import gc, json, sys
+        from crew_platform import cli
+        cli._load_app()
+        import crew_platform.app
+        print(json.dumps({
+            "loaded": "crew_platform.app" in sys.modules,
+            "enabled": gc.isenabled(),
+            "frozen": gc.get_freeze_count() > 10_000,
+            "threshold": gc.get_threshold()[0],
+        }))
+        """
+    )
+    assert state == {
+        "loaded": True,
+        "enabled": True,
+        "frozen": True,
+        "threshold": 10_000,
+    }
