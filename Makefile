@@ -6,17 +6,23 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 STAMP := $(VENV)/.synced
 
-.PHONY: run test lint format typecheck migrate bench bench-smoke clean
+.PHONY: run test lint format typecheck migrate bench bench-smoke clean compile-src
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
-$(STAMP): $(UV) pyproject.toml uv.lock
-	$(UV) sync --frozen --all-groups
+# Bytecode is compiled at install time: uv does not by default, and where PYTHONDONTWRITEBYTECODE
+# is set (or the venv is read-only) every start would compile ~430 modules again (~0.75 s of a
+# ~1.3 s start-up on a 2-core machine). `compile-src` does the same for our own (editable) code.
+$(STAMP): $(UV) pyproject.toml uv.lock Makefile
+	$(UV) sync --frozen --all-groups --compile-bytecode
 	@touch $(STAMP)
 
-run: $(STAMP)
+compile-src: $(STAMP)
+	@$(UV) run --frozen python -m compileall -q src
+
+run: compile-src
 	$(UV) run --frozen crew-platform migrate
 	$(UV) run --frozen crew-platform serve
 
@@ -35,10 +41,10 @@ format: $(STAMP)
 	$(UV) run --frozen ruff format .
 	$(UV) run --frozen ruff check --fix .
 
-bench: $(STAMP)
+bench: compile-src
 	$(UV) run --frozen python -m bench.run
 
-bench-smoke: $(STAMP)
+bench-smoke: compile-src
 	$(UV) run --frozen python -m bench.run --smoke
 
 clean:

@@ -15,7 +15,6 @@ from crew_platform.agents.router import router as agents_router
 from crew_platform.common.http import install_error_handlers
 from crew_platform.db import create_engine, create_sessionmaker
 from crew_platform.edge.body_limit import BodyLimitMiddleware
-from crew_platform.edge.ratelimit import RateLimitMiddleware, RateLimits
 from crew_platform.engine.dispatch import Dispatcher
 from crew_platform.engine.runner import ExecutionRunner
 from crew_platform.events.bus import create_bus
@@ -31,6 +30,27 @@ from crew_platform.tasks.router import router as tasks_router
 from crew_platform.workflows.router import router as workflows_router
 
 log = logging.getLogger(__name__)
+
+SDK_WARM_UP_DELAY_SECONDS = 0.5
+"""The openai SDK is imported in a worker thread this long after start-up: the import holds the
+GIL for ~0.35 s, which would otherwise slow the lifespan and the first requests."""
+
+_LIMIT_OFF = ("", "off", "none", "disabled")
+"""The spellings `crew_platform.edge.ratelimit.parse_limit` reads as "no limit"."""
+
+
+def rate_limited(settings: Settings) -> bool:
+    """Whether any rate limit is on; when none is, the middleware (and `limits`) is not loaded."""
+    return any(
+        value.strip().lower() not in _LIMIT_OFF
+        for value in (settings.rate_limit_api, settings.rate_limit_ws)
+    )
+
+
+async def _warm_up_later(gateway: LLMGateway) -> None:
+    await asyncio.sleep(SDK_WARM_UP_DELAY_SECONDS)
+    await gateway.warm_up()
+
 
 DESCRIPTION = """Run teams of AI agents (role, goal, backstory, model) through workflows of tasks,
 on Cerebras inference by default. Errors always use the envelope
@@ -63,7 +83,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.gateway = gateway
         app.state.dispatcher = dispatcher
         app.state.hub = hub
-        warm_up = asyncio.create_task(gateway.warm_up(), name="llm-sdk-warm-up")
+        warm_up = asyncio.create_task(_warm_up_later(gateway), name="llm-sdk-warm-up")
+        app.state.sdk_warm_up = warm_up
         await dispatcher.recover()
         try:
             yield
@@ -86,7 +107,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(RateLimitMiddleware, limits=RateLimits(settings))
+    if rate_limited(settings):
+        from crew_platform.edge.ratelimit import RateLimitMiddleware, RateLimits
+
+        app.add_middleware(RateLimitMiddleware, limits=RateLimits(settings))
     for router in (
         agents_router,
         workflows_router,

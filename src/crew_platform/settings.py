@@ -43,6 +43,9 @@ class Settings(BaseSettings):
 
     ws_queue_size: int = Field(default=1000, ge=1)
     ws_ping_interval_seconds: float = Field(default=20.0, gt=0)
+    ws_compression: bool = False
+    """permessage-deflate on WebSockets: compressing each event once per subscriber costs more
+    server CPU and latency than the small JSON messages gain on the wire."""
 
     @field_validator("database_url")
     @classmethod

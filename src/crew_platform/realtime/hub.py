@@ -3,12 +3,17 @@
 The hub is a bus listener: it only ever does a non-blocking put into each matching connection's
 bounded queue. A connection whose queue is full is marked for closing; it never slows the engine
 or the other clients.
+
+Subscriptions are indexed by (channel, id), so an event costs a few dict look-ups plus one put per
+interested connection, however many connections there are. Each event is serialised to JSON text
+once, whatever the number of its recipients; the connections' writers send that text as is.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,35 +34,31 @@ AGENT_EVENTS = frozenset(
     }
 )
 
+Key = tuple[str, int]
+"""(channel, id) of a subscription."""
+
 
 @dataclass(eq=False)
 class Connection:
     queue_size: int
-    subscriptions: dict[tuple[str, int], bool] = field(default_factory=dict)
-    """(channel, id) -> whether this subscription wants streamed chunks."""
+    subscriptions: dict[Key, bool] = field(default_factory=dict)
+    """(channel, id) -> whether this subscription wants streamed chunks. Change it through
+    `Hub.subscribe` / `Hub.unsubscribe`, which keep the hub's index in step."""
     overflowed: bool = False
 
     def __post_init__(self) -> None:
-        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(self.queue_size)
+        self.queue: asyncio.Queue[str] = asyncio.Queue(self.queue_size)
+        """Outgoing messages, already JSON text."""
         self.overflow_signal = asyncio.Event()
 
-    def wants(self, event: Event) -> bool:
-        for (channel, ident), stream in self.subscriptions.items():
-            if event.is_chunk and not stream:
-                continue
-            if channel == "workflow" and event.workflow_id == ident:
-                return True
-            if channel == "execution" and event.execution_id == ident:
-                return True
-            if channel == "agent" and event.agent_id == ident and event.type in AGENT_EVENTS:
-                return True
-        return False
-
     def offer(self, message: dict[str, Any]) -> None:
+        self.offer_text(json.dumps(message))
+
+    def offer_text(self, text: str) -> None:
         if self.overflowed:
             return
         try:
-            self.queue.put_nowait(message)
+            self.queue.put_nowait(text)
         except asyncio.QueueFull:
             self.overflowed = True
             self.overflow_signal.set()
@@ -68,6 +69,8 @@ class Hub:
         self._bus = bus
         self._queue_size = queue_size
         self._connections: set[Connection] = set()
+        self._index: dict[Key, dict[Connection, None]] = {}
+        """(channel, id) -> the connections subscribed to it (a dict: ordered, O(1) removal)."""
         self._unsubscribe: Callable[[], None] | None = None
 
     def start(self) -> None:
@@ -85,14 +88,50 @@ class Hub:
     def disconnect(self, connection: Connection) -> None:
         with contextlib.suppress(KeyError):
             self._connections.remove(connection)
+        for key in list(connection.subscriptions):
+            self.unsubscribe(connection, key)
+
+    def subscribe(self, connection: Connection, key: Key, stream: bool) -> None:
+        if connection not in self._connections:  # disconnected while the id was looked up
+            return
+        connection.subscriptions[key] = stream
+        self._index.setdefault(key, {})[connection] = None
+
+    def unsubscribe(self, connection: Connection, key: Key) -> None:
+        connection.subscriptions.pop(key, None)
+        subscribers = self._index.get(key)
+        if subscribers is not None:
+            subscribers.pop(connection, None)
+            if not subscribers:
+                del self._index[key]
 
     @property
     def connection_count(self) -> int:
         return len(self._connections)
 
+    def _recipients(self, event: Event) -> list[Connection]:
+        keys: list[Key] = []
+        if event.workflow_id is not None:
+            keys.append(("workflow", event.workflow_id))
+        if event.execution_id is not None:
+            keys.append(("execution", event.execution_id))
+        if event.agent_id is not None and event.type in AGENT_EVENTS:
+            keys.append(("agent", event.agent_id))
+        chunk = event.is_chunk
+        found: dict[Connection, None] = {}
+        for key in keys:
+            subscribers = self._index.get(key)
+            if not subscribers:
+                continue
+            for connection in subscribers:
+                if not chunk or connection.subscriptions.get(key):
+                    found[connection] = None
+        return list(found)
+
     def _deliver(self, event: Event) -> None:
-        message: dict[str, Any] | None = None
-        for connection in self._connections:
-            if connection.wants(event):
-                message = message or event.to_message()
-                connection.offer(message)
+        recipients = self._recipients(event)
+        if not recipients:
+            return
+        text = json.dumps(event.to_message())
+        for connection in recipients:
+            connection.offer_text(text)

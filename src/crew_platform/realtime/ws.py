@@ -97,7 +97,7 @@ class Session:
             return
         key = (channel, ident)
         if action == "unsubscribe":
-            self.connection.subscriptions.pop(key, None)
+            self.hub.unsubscribe(self.connection, key)
             self.reply({"type": "unsubscribed", "channel": channel, field: ident})
             return
         async with self.sessions() as session:
@@ -107,17 +107,24 @@ class Session:
                 _error("NOT_FOUND", f"{channel.capitalize()} {ident} not found", field=field)
             )
             return
-        self.connection.subscriptions[key] = stream
+        self.hub.subscribe(self.connection, key, stream)
         self.reply({"type": "subscribed", "channel": channel, field: ident, "stream": stream})
 
 
 async def _writer(websocket: WebSocket, connection: Connection, idle_ping: float) -> None:
+    """Sends the connection's queued messages (JSON text, serialised once per event by the hub);
+    a ping after `idle_ping` seconds without any. A backlog is sent without waiting in between."""
+    queue = connection.queue
     while True:
-        try:
-            message = await asyncio.wait_for(connection.queue.get(), timeout=idle_ping)
-        except TimeoutError:
-            message = {"type": "ping", "timestamp": _now()}
-        await websocket.send_text(json.dumps(message))
+        if queue.empty():
+            try:
+                async with asyncio.timeout(idle_ping):
+                    text = await queue.get()
+            except TimeoutError:
+                text = json.dumps({"type": "ping", "timestamp": _now()})
+        else:
+            text = queue.get_nowait()
+        await websocket.send({"type": "websocket.send", "text": text})
 
 
 async def _reader(session: Session) -> None:
