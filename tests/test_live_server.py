@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from crew_platform.devtools.llm_stub import StubServer
-from tests.api import assert_error, module_live_server, wipe
-from tests.support import LiveServer
+from tests.api import assert_error, live_env, module_live_server, wipe
+from tests.support import LiveServer, live_server
 
 LIMIT = 1024 * 1024
 JSON = {"content-type": "application/json"}
@@ -91,3 +93,30 @@ def test_bodies_over_the_limit_are_413_declared_or_streamed(base: str) -> None:
         )
         assert fits.status_code == 201, fits.text
         assert [a["name"] for a in http.get("/api/v1/agents/").json()] == ["Fits"]
+
+
+def _idle_connection_closed_within(base_url: str, seconds: float) -> bool:
+    """Send one keep-alive request on a raw socket, then wait: True if the server closes it."""
+    host, port = base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(f"GET /health HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        conn.settimeout(seconds)
+        received = b""
+        try:
+            while chunk := conn.recv(65536):
+                received += chunk
+        except TimeoutError:
+            assert received.startswith(b"HTTP/1.1 200"), received[:100]
+            return False
+        assert received.startswith(b"HTTP/1.1 200"), received[:100]
+        return True
+
+
+def test_idle_keep_alive_connections_close_after_http_keep_alive_seconds(
+    tmp_path: Path, stub: StubServer
+) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'keepalive.db'}"
+    with live_server(live_env(url, stub) | {"HTTP_KEEP_ALIVE_SECONDS": "1"}) as server:
+        assert _idle_connection_closed_within(server.base_url, 5.0)
+    with live_server(live_env(url, stub)) as server:  # default: 75 s, longer than httpx's 5 s
+        assert not _idle_connection_closed_within(server.base_url, 6.0)

@@ -56,6 +56,7 @@ def serve(host: str | None, port: int | None, reload: bool) -> None:
         reload=reload,
         log_level=settings.log_level,
         ws_per_message_deflate=settings.ws_compression,
+        timeout_keep_alive=settings.http_keep_alive_seconds,
         # Only TRUSTED_PROXIES may set the client address; uvicorn would trust 127.0.0.1.
         proxy_headers=False,
         forwarded_allow_ips="",

@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     sqlite_read_connections: int = Field(default=2, ge=1)
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1)
+    http_keep_alive_seconds: int = Field(default=75, ge=1)
+    """How long an idle keep-alive connection stays open. Longer than common clients' own pool
+    expiry (httpx 5 s, aiohttp 15 s), so the client, not the server, closes an idle connection:
+    uvicorn's 5 s default raced httpx's 5 s and a busy client sometimes sent a request on a
+    connection the server had just closed (a ReadError on a POST, which is not retried)."""
 
     redis_url: str | None = None
     rate_limit_api: str = "100/minute"
