@@ -57,7 +57,7 @@ def test_rate_limited_reads_off_as_parse_limit_does(api: str, ws: str, expected:
     assert rate_limited(settings) is (parse_limit(api) is not None or parse_limit(ws) is not None)
 
 
-def test_serving_with_limits_off_loads_neither_limits_nor_sdk_nor_pydantic_v1(
+def test_serving_with_limits_off_loads_neither_limits_nor_the_sdk(
     sqlite_url: str,
 ) -> None:
     loaded = _run(
@@ -74,13 +74,13 @@ def test_serving_with_limits_off_loads_neither_limits_nor_sdk_nor_pydantic_v1(
                 async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
                     assert (await http.get("/api/v1/agents/")).status_code == 200
                     assert (await http.get("/openapi.json")).status_code == 200
-                return {m: m in sys.modules for m in ("limits", "openai", "pydantic.v1")}
+                return {m: m in sys.modules for m in ("limits", "openai")}
 
         print(json.dumps(asyncio.run(main())))
         """,
         {"DATABASE_URL": sqlite_url, "RATE_LIMIT_API": "off", "RATE_LIMIT_WS": "off"},
     )
-    assert loaded == {"limits": False, "openai": False, "pydantic.v1": False}
+    assert loaded == {"limits": False, "openai": False}
 
 
 def test_sdk_is_still_warmed_up_after_start_up(sqlite_url: str) -> None:
@@ -103,32 +103,6 @@ def test_sdk_is_still_warmed_up_after_start_up(sqlite_url: str) -> None:
         {"DATABASE_URL": sqlite_url},
     )
     assert loaded == {"at_start": False, "later": True}
-
-
-def test_pydantic_v1_models_are_still_refused() -> None:
-    refused = _run(
-        """
-        import json, warnings
-        warnings.simplefilter("ignore")
-        import crew_platform.common.http  # applies the shortcut
-        from fastapi import APIRouter
-        from fastapi.exceptions import FastAPIError
-        from pydantic import v1
-
-        class Old(v1.BaseModel):
-            name: str
-
-        router = APIRouter()
-        try:
-            @router.get("/old", response_model=Old)
-            def old() -> Old: ...
-        except FastAPIError as exc:
-            print(json.dumps({"refused": "pydantic.v1" in str(exc)}))
-        else:
-            print(json.dumps({"refused": False}))
-        """
-    )
-    assert refused == {"refused": True}
 
 
 def test_serve_imports_the_app_once_with_gc_frozen_and_tuned() -> None:

@@ -13,7 +13,6 @@ from pydantic import AfterValidator, BaseModel, Field, WithJsonSchema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-import crew_platform.common.fastapi_compat  # noqa: F401  (before any route is built)
 from crew_platform.common.types import MAX_ID
 from crew_platform.errors import NotFound, PlatformError
 
