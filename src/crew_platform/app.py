@@ -25,7 +25,7 @@ from crew_platform.reads import create_reads
 from crew_platform.realtime.hub import Hub
 from crew_platform.realtime.sse import router as sse_router
 from crew_platform.realtime.ws import router as ws_router
-from crew_platform.settings import Settings, get_settings
+from crew_platform.settings import Settings, get_settings, limit_is_off
 from crew_platform.tasks.router import router as tasks_router
 from crew_platform.workflows.router import router as workflows_router
 
@@ -35,16 +35,10 @@ SDK_WARM_UP_DELAY_SECONDS = 0.5
 """The openai SDK is imported in a worker thread this long after start-up: the import holds the
 GIL for ~0.35 s, which would otherwise slow the lifespan and the first requests."""
 
-_LIMIT_OFF = ("", "off", "none", "disabled")
-"""The spellings `crew_platform.edge.ratelimit.parse_limit` reads as "no limit"."""
-
 
 def rate_limited(settings: Settings) -> bool:
     """Whether any rate limit is on; when none is, the middleware (and `limits`) is not loaded."""
-    return any(
-        value.strip().lower() not in _LIMIT_OFF
-        for value in (settings.rate_limit_api, settings.rate_limit_ws)
-    )
+    return not (limit_is_off(settings.rate_limit_api) and limit_is_off(settings.rate_limit_ws))
 
 
 async def _warm_up_later(gateway: LLMGateway) -> None:

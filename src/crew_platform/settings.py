@@ -12,6 +12,11 @@ DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./data/crew_platform.db"
 CEREBRAS_CLOUD_URL = "https://api.cerebras.ai/v1"
 
 
+def limit_is_off(value: str) -> bool:
+    """A rate-limit setting that means "no limit": `off`, `none`, `disabled` or empty."""
+    return value.strip().lower() in ("", "off", "none", "disabled")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 

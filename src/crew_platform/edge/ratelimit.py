@@ -20,7 +20,7 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from crew_platform.settings import Settings
+from crew_platform.settings import Settings, limit_is_off
 
 log = logging.getLogger(__name__)
 
@@ -30,10 +30,9 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 def parse_limit(value: str) -> RateLimitItem | None:
     """`100/minute` -> a limit; `off` (or empty) -> no limit."""
-    value = value.strip()
-    if value.lower() in ("", "off", "none", "disabled"):
+    if limit_is_off(value):
         return None
-    return parse(value)
+    return parse(value.strip())
 
 
 def parse_networks(value: str) -> list[Network]:
