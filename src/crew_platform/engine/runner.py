@@ -425,7 +425,6 @@ class ExecutionRunner:
         answered = await self._call(state, opened)
         if isinstance(answered, StepResult):
             return answered
-        state.unstored = None
         async with self._engine.connect() as conn:
             journal = Journal(conn, self._bus)
             task_id = await self._store_answer(journal, state, answered)
@@ -463,29 +462,29 @@ class ExecutionRunner:
         if started is None:
             return StepResult(step.task_id, stopped=True)
         state.attempts[step.task_id] = attempt
-        run = OpenRun(
-            id=0,
-            task_id=step.task_id,
-            agent_id=agent.agent_id if agent else None,
-            attempt=attempt,
-            started_seq=started.seq,
-            values=spec.input_data | state.input_data,
-            context_ids=context_ids,
-        )
+        agent_id = agent.agent_id if agent else None
+        values = spec.input_data | state.input_data
         inserted = await journal.session.execute(
             _INSERT_RUN,
             {
                 "execution_id": state.execution_id,
-                "task_id": run.task_id,
-                "agent_id": run.agent_id,
+                "task_id": step.task_id,
+                "agent_id": agent_id,
                 "status": TS.RUNNING.value,
                 "attempt": attempt,
-                "input": {"input_data": run.values, "context_task_ids": context_ids},
+                "input": {"input_data": values, "context_task_ids": context_ids},
                 "started_at": started.timestamp,
             },
         )
-        run.id = inserted.scalar_one()
-        return run
+        return OpenRun(
+            id=inserted.scalar_one(),
+            task_id=step.task_id,
+            agent_id=agent_id,
+            attempt=attempt,
+            started_seq=started.seq,
+            values=values,
+            context_ids=context_ids,
+        )
 
     async def _call(self, state: RunState, run: OpenRun) -> Answered | StepResult:
         """The model call of an open run; a failure is stored at once."""
