@@ -4,7 +4,6 @@ UV_VERSION := 0.13.9
 TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 VENV := .venv
-STAMP := $(VENV)/.synced
 
 .PHONY: run test lint format typecheck migrate bench bench-smoke clean compile-src
 
@@ -15,37 +14,52 @@ $(UV):
 # Bytecode is compiled at install time: uv does not by default, and where PYTHONDONTWRITEBYTECODE
 # is set (or the venv is read-only) every start would compile ~430 modules again (~0.75 s of a
 # ~1.3 s start-up on a 2-core machine). `compile-src` does the same for our own (editable) code.
-$(STAMP): $(UV) pyproject.toml uv.lock Makefile
-	$(UV) sync --frozen --all-groups --compile-bytecode
-	@touch $(STAMP)
+# `make run` installs only what the service needs; `make test` adds the dev group (test and lint
+# tools), `make bench` the bench group too. `--inexact` keeps what another target installed.
+SYNC := $(UV) sync --frozen --inexact --compile-bytecode --no-default-groups
+RUN_STAMP := $(VENV)/.synced-run
+DEV_STAMP := $(VENV)/.synced-dev
+BENCH_STAMP := $(VENV)/.synced-bench
 
-compile-src: $(STAMP)
-	@$(UV) run --frozen python -m compileall -q src
+$(RUN_STAMP): $(UV) pyproject.toml uv.lock Makefile
+	$(SYNC)
+	@touch $@
+
+$(DEV_STAMP): $(UV) pyproject.toml uv.lock Makefile
+	$(SYNC) --group dev
+	@touch $@
+
+$(BENCH_STAMP): $(UV) pyproject.toml uv.lock Makefile
+	$(SYNC) --group dev --group bench
+	@touch $@
+
+compile-src: $(RUN_STAMP)
+	@$(UV) run --frozen --no-sync python -m compileall -q src
 
 run: compile-src
-	$(UV) run --frozen crew-platform migrate
-	$(UV) run --frozen crew-platform serve
+	$(UV) run --frozen --no-sync crew-platform migrate
+	$(UV) run --frozen --no-sync crew-platform serve
 
-migrate: $(STAMP)
-	$(UV) run --frozen crew-platform migrate
+migrate: $(RUN_STAMP)
+	$(UV) run --frozen --no-sync crew-platform migrate
 
-test: $(STAMP)
-	$(UV) run --frozen pytest $(PYTEST_ARGS)
+test: $(DEV_STAMP)
+	$(UV) run --frozen --no-sync pytest $(PYTEST_ARGS)
 
-lint: $(STAMP)
-	$(UV) run --frozen ruff check .
-	$(UV) run --frozen ruff format --check .
-	$(UV) run --frozen mypy
+lint: $(DEV_STAMP)
+	$(UV) run --frozen --no-sync ruff check .
+	$(UV) run --frozen --no-sync ruff format --check .
+	$(UV) run --frozen --no-sync mypy
 
-format: $(STAMP)
-	$(UV) run --frozen ruff format .
-	$(UV) run --frozen ruff check --fix .
+format: $(DEV_STAMP)
+	$(UV) run --frozen --no-sync ruff format .
+	$(UV) run --frozen --no-sync ruff check --fix .
 
-bench: compile-src
-	$(UV) run --frozen python -m bench.run
+bench: $(BENCH_STAMP) compile-src
+	$(UV) run --frozen --no-sync python -m bench.run
 
-bench-smoke: compile-src
-	$(UV) run --frozen python -m bench.run --smoke
+bench-smoke: $(BENCH_STAMP) compile-src
+	$(UV) run --frozen --no-sync python -m bench.run --smoke
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache
