@@ -50,6 +50,7 @@ lint: $(DEV_STAMP)
 	$(UV) run --frozen --no-sync ruff check .
 	$(UV) run --frozen --no-sync ruff format --check .
 	$(UV) run --frozen --no-sync mypy
+	$(UV) run --frozen --no-sync lint-imports
 
 format: $(DEV_STAMP)
 	$(UV) run --frozen --no-sync ruff format .

@@ -154,8 +154,8 @@ async def _engine_runs(
     from asgi_lifespan import LifespanManager
 
     from crew_platform.app import create_app
-    from crew_platform.engine.runner import Control, ExecutionRunner
-    from crew_platform.executions import service
+    from crew_platform.engine import Control, ExecutionRunner
+    from crew_platform.executions import repository, starting
     from crew_platform.executions.schemas import ExecuteRequest
     from crew_platform.settings import Settings
 
@@ -179,7 +179,7 @@ async def _engine_runs(
         for rep in range(warmup + reps):
             began = time.perf_counter()
             async with state.sessionmaker() as session:
-                execution = await service.start_workflow(
+                execution = await starting.start_workflow(
                     session,
                     _NoDispatch(),  # type: ignore[arg-type]
                     workflow_id=workflow_id,
@@ -188,7 +188,7 @@ async def _engine_runs(
             await runner.run(execution.id, Control())
             elapsed = time.perf_counter() - began
             async with state.sessionmaker() as session:
-                status = (await service.get_execution(session, execution.id)).status
+                status = (await repository.get_execution(session, execution.id)).status
             if status != "completed":
                 raise RuntimeError(f"in-process execution {execution.id} ended {status}")
             if rep >= warmup:

@@ -15,8 +15,7 @@ from crew_platform.agents.router import router as agents_router
 from crew_platform.common.http import install_error_handlers
 from crew_platform.db import create_engine, create_sessionmaker
 from crew_platform.edge.body_limit import BodyLimitMiddleware
-from crew_platform.engine.dispatch import Dispatcher
-from crew_platform.engine.runner import ExecutionRunner
+from crew_platform.engine import Dispatcher, ExecutionRunner
 from crew_platform.events.bus import create_bus
 from crew_platform.executions.router import router as executions_router
 from crew_platform.llm.gateway import LLMGateway

@@ -12,8 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crew_platform.agents.schemas import AgentCreate, AgentTestRequest, AgentTestResult, AgentUpdate
 from crew_platform.common.persistence import commit_unique, name_taken, paginate_rows
-from crew_platform.engine.journal import publish
-from crew_platform.engine.runner import profile_of
+from crew_platform.engine import profile_of, publish
 from crew_platform.errors import Conflict, NotFound, PlatformError
 from crew_platform.events.bus import EventBus
 from crew_platform.events.types import Event, EventType

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crew_platform.engine.dispatch import Dispatcher
+from crew_platform.engine import Dispatcher
 from crew_platform.events.bus import EventBus
 from crew_platform.reads import Reads
 from crew_platform.settings import Settings

@@ -1,0 +1,57 @@
+"""The engine's public face: what features (services, routers) may use.
+
+Features import from `crew_platform.engine` only, never from its modules (import-linter checks
+this in `make lint`): the runner, the scheduler and the step stay free to change.
+"""
+
+from crew_platform.engine.control import (
+    abort_runners,
+    cancel_executions,
+    pause_workflow,
+    resume_workflow,
+    retry_execution,
+    unfinished_executions,
+)
+from crew_platform.engine.dispatch import Dispatcher
+from crew_platform.engine.journal import publish
+from crew_platform.engine.loading import profile_of
+from crew_platform.engine.plan import dag_plan, execution_key, find_cycle, linear_plan
+from crew_platform.engine.rules import RULES, Intent, Kind, Rule, allows, refusal
+from crew_platform.engine.runner import ExecutionRunner
+from crew_platform.engine.scheduler import Control
+from crew_platform.engine.states import (
+    FINISHED,
+    UNFINISHED,
+    ExecutionStatus,
+    TaskRunStatus,
+    WorkflowStatus,
+)
+
+__all__ = [
+    "FINISHED",
+    "RULES",
+    "UNFINISHED",
+    "Control",
+    "Dispatcher",
+    "ExecutionRunner",
+    "ExecutionStatus",
+    "Intent",
+    "Kind",
+    "Rule",
+    "TaskRunStatus",
+    "WorkflowStatus",
+    "abort_runners",
+    "allows",
+    "cancel_executions",
+    "dag_plan",
+    "execution_key",
+    "find_cycle",
+    "linear_plan",
+    "pause_workflow",
+    "profile_of",
+    "publish",
+    "refusal",
+    "resume_workflow",
+    "retry_execution",
+    "unfinished_executions",
+]

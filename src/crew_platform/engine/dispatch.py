@@ -20,8 +20,9 @@ import logging
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from crew_platform.engine.runner import Control, ExecutionRunner
-from crew_platform.engine.states import ExecutionStatus
+from crew_platform.engine.runner import ExecutionRunner
+from crew_platform.engine.scheduler import Control
+from crew_platform.engine.states import ExecutionStatus, WorkflowStatus
 from crew_platform.events.types import Event, EventType
 from crew_platform.models import Execution, Workflow
 
@@ -174,7 +175,7 @@ class Dispatcher:
                     (Execution.status == ExecutionStatus.RUNNING)
                     | (
                         (Execution.status == ExecutionStatus.PENDING)
-                        & (Workflow.status == "active")
+                        & (Workflow.status == WorkflowStatus.ACTIVE)
                     )
                 )
                 .order_by(Execution.id)

@@ -15,15 +15,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Table, Update, bindparam, insert, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from crew_platform.engine.states import ExecutionStatus, sources_of
+from crew_platform.engine.rules import RULES, Intent, Kind, Writer, move_params
+from crew_platform.engine.states import ExecutionStatus
 from crew_platform.events.bus import EventBus
 from crew_platform.events.types import Event, EventType
 from crew_platform.models import Execution, ExecutionLog
-
-Writer = AsyncSession | AsyncConnection
-"""Where the engine writes: a session, or a bare connection on the hot path (no ORM work)."""
 
 EXECUTIONS: Table = Execution.__table__  # type: ignore[assignment]
 LOGS: Table = ExecutionLog.__table__  # type: ignore[assignment]
@@ -102,13 +99,14 @@ class Journal:
         return await self._record(event, message, only_from=(ExecutionStatus.RUNNING.value,))
 
     async def record_move(
-        self, event: Event, message: str, target: ExecutionStatus, **values: Any
+        self, event: Event, message: str, intent: Intent, **values: Any
     ) -> Event | None:
-        """Move the execution to `target` (compare-and-set, as the state machine allows) and
-        record `event` in the same UPDATE; None, and nothing written, if the move is refused.
+        """Move the execution by the rule for `intent` and record `event` in the same UPDATE;
+        None, and nothing written, if the rule refuses the move from the current status.
         `values` are more columns of the execution to set."""
+        rule = RULES[Kind.EXECUTION, intent]
         return await self._record(
-            event, message, only_from=sources_of(target), values={"status": target.value, **values}
+            event, message, only_from=sorted(rule.sources), values=move_params(rule, **values)
         )
 
     async def _record(
@@ -147,6 +145,11 @@ class Journal:
         )
         self._outbox.append(event)
         return event
+
+    async def rollback(self) -> None:
+        """Drop what was recorded since the last commit: nothing of it is written or published."""
+        self._rows, self._outbox = [], []
+        await self.session.rollback()
 
     async def commit(self) -> None:
         """Write the queued log rows in one statement, commit, then publish."""

@@ -1,9 +1,15 @@
-"""Execution order: linear sequence or dependency DAG, with cycle detection."""
+"""Execution order: which tasks an execution runs, what each waits for and whose output it reads.
+
+A linear workflow is a chain (each task waits for the one before and reads every earlier output);
+a parallel one is its dependency graph (each task reads its dependencies' outputs). Both are run
+by the one scheduler, over `graph()`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from graphlib import CycleError, TopologicalSorter
 
 
 @dataclass(frozen=True)
@@ -14,35 +20,22 @@ class PlannedTask:
     def as_json(self) -> dict[str, object]:
         return {"task_id": self.task_id, "depends_on": list(self.depends_on)}
 
+    @classmethod
+    def from_json(cls, raw: Mapping[str, object]) -> PlannedTask:
+        deps = raw.get("depends_on") or ()
+        assert isinstance(deps, Iterable)
+        return cls(int(str(raw["task_id"])), tuple(int(d) for d in deps))
+
 
 def find_cycle(graph: Mapping[int, Iterable[int]]) -> list[int] | None:
-    """Return one cycle as [a, b, ..., a] if `graph` (node -> its dependencies) has one."""
-    white, grey, black = 0, 1, 2
-    colour = dict.fromkeys(graph, white)
-    for root in graph:
-        if colour[root] != white:
-            continue
-        path: list[int] = []
-        stack: list[tuple[int, Iterable[int]]] = [(root, iter(graph.get(root, ())))]
-        colour[root] = grey
-        path.append(root)
-        while stack:
-            node, deps = stack[-1]
-            advanced = False
-            for dep in deps:
-                state = colour.get(dep, black)
-                if state == grey:
-                    return [*path[path.index(dep) :], dep]
-                if state == white:
-                    colour[dep] = grey
-                    path.append(dep)
-                    stack.append((dep, iter(graph.get(dep, ()))))
-                    advanced = True
-                    break
-            if not advanced:
-                colour[node] = black
-                path.pop()
-                stack.pop()
+    """One cycle of `graph` (node -> its dependencies) as [a, b, ..., a], each node depending on
+    the next; None if there is none."""
+    try:
+        TopologicalSorter(graph).prepare()
+    except CycleError as exc:
+        # graphlib lists each node before the ones that depend on it: reverse to follow
+        # "depends on".
+        return list(reversed(exc.args[1]))
     return None
 
 
@@ -64,3 +57,20 @@ def dag_plan(
         PlannedTask(tid, tuple(d for d in dependencies.get(tid, ()) if d in included))
         for tid in task_ids_in_order
     ]
+
+
+def graph(plan: Sequence[PlannedTask], *, chain: bool) -> dict[int, tuple[int, ...]]:
+    """Task -> the tasks it waits for: the previous one in a chain, else its dependencies."""
+    if chain:
+        order = [p.task_id for p in plan]
+        return {tid: (order[i - 1],) if i else () for i, tid in enumerate(order)}
+    return {p.task_id: p.depends_on for p in plan}
+
+
+def context_of(plan: Sequence[PlannedTask], *, chain: bool) -> dict[int, list[int]]:
+    """Task -> the tasks whose outputs its prompt shows: every earlier one in a chain, else its
+    dependencies."""
+    if chain:
+        order = [p.task_id for p in plan]
+        return {tid: order[:i] for i, tid in enumerate(order)}
+    return {p.task_id: list(p.depends_on) for p in plan}

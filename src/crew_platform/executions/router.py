@@ -7,8 +7,8 @@ from fastapi import APIRouter, Query, Response
 from crew_platform.common.deps import BusDep, DispatcherDep, SessionDep
 from crew_platform.common.http import ERROR_RESPONSES, IdPath, PageDep
 from crew_platform.common.types import MAX_ID, SafeText
-from crew_platform.engine.states import ExecutionStatus
-from crew_platform.executions import service
+from crew_platform.engine import ExecutionStatus
+from crew_platform.executions import control, repository
 from crew_platform.executions.schemas import (
     ControlResult,
     ExecutionRead,
@@ -31,7 +31,7 @@ async def list_executions(
     ] = None,
     status: Annotated[ExecutionStatus | None, Query(description="Filter by status")] = None,
 ) -> list[ExecutionRead]:
-    items, total = await service.list_executions(
+    items, total = await repository.list_executions(
         session, skip=page.skip, limit=page.limit, workflow_id=workflow_id, status=status
     )
     response.headers["X-Total-Count"] = str(total)
@@ -46,12 +46,12 @@ async def execution_stats(
     ] = None,
     days: Annotated[int, Query(ge=1, le=365, description="Number of days to include")] = 30,
 ) -> ExecutionStats:
-    return await service.execution_stats(session, workflow_id=workflow_id, days=days)
+    return await repository.execution_stats(session, workflow_id=workflow_id, days=days)
 
 
 @router.get("/{execution_id}", response_model=ExecutionRead, summary="Get execution by ID")
 async def get_execution(execution_id: IdPath, session: SessionDep) -> ExecutionRead:
-    return ExecutionRead.model_validate(await service.get_execution(session, execution_id))
+    return ExecutionRead.model_validate(await repository.get_execution(session, execution_id))
 
 
 @router.get("/{execution_id}/logs", response_model=list[LogEntry], summary="Get execution logs")
@@ -62,7 +62,7 @@ async def execution_logs(
     page: PageDep,
     level: Annotated[SafeText | None, Query(max_length=16, description="Only this level")] = None,
 ) -> list[LogEntry]:
-    items, total = await service.execution_logs(
+    items, total = await repository.execution_logs(
         session, execution_id=execution_id, skip=page.skip, limit=page.limit, level=level
     )
     response.headers["X-Total-Count"] = str(total)
@@ -73,11 +73,11 @@ async def execution_logs(
 async def cancel_execution(
     execution_id: IdPath, session: SessionDep, bus: BusDep, dispatcher: DispatcherDep
 ) -> ControlResult:
-    return await service.cancel_execution(session, bus, dispatcher, execution_id=execution_id)
+    return await control.cancel_execution(session, bus, dispatcher, execution_id=execution_id)
 
 
 @router.get(
     "/{execution_id}/status", response_model=ExecutionStatusRead, summary="Get execution status"
 )
 async def execution_status(execution_id: IdPath, session: SessionDep) -> ExecutionStatusRead:
-    return await service.execution_status(session, execution_id=execution_id)
+    return await repository.execution_status(session, execution_id=execution_id)

@@ -20,9 +20,9 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from crew_platform.common.deps import SessionDep
 from crew_platform.common.http import ERROR_RESPONSES, IdPath
 from crew_platform.common.types import MAX_ID
-from crew_platform.engine.states import FINISHED
+from crew_platform.engine import FINISHED
 from crew_platform.events.types import FINAL_EVENTS, Event, EventType
-from crew_platform.executions.service import get_execution
+from crew_platform.executions.repository import get_execution
 from crew_platform.models import Execution, ExecutionLog
 
 router = APIRouter(prefix="/api/v1/executions", tags=["executions"], responses=ERROR_RESPONSES)

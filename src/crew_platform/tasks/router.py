@@ -8,7 +8,7 @@ from crew_platform.common.deps import BusDep, DispatcherDep, SessionDep
 from crew_platform.common.http import ERROR_RESPONSES, TOTAL_COUNT, IdPath, PageDep
 from crew_platform.common.schemas import Deleted
 from crew_platform.common.types import MAX_ID
-from crew_platform.executions import service as executions
+from crew_platform.executions import control, repository, starting
 from crew_platform.executions.schemas import ExecuteRequest, ExecutionRead, TaskRetryResult
 from crew_platform.tasks import service
 from crew_platform.tasks.schemas import TaskCreate, TaskRead, TaskRunRead, TaskStatus, TaskUpdate
@@ -93,7 +93,7 @@ async def execute_task(
 ) -> ExecutionRead:
     """Runs this one task now with its agent, as an execution of mode `task`; its
     dependencies' latest outputs are its context."""
-    return await executions.start_task(
+    return await starting.start_task(
         session, dispatcher, task_id=task_id, request=request or ExecuteRequest()
     )
 
@@ -107,7 +107,7 @@ async def execute_task(
 async def task_executions(
     task_id: IdPath, session: SessionDep, response: Response, page: PageDep
 ) -> list[TaskRunRead]:
-    runs, total = await executions.task_runs(
+    runs, total = await repository.task_runs(
         session, task_id=task_id, skip=page.skip, limit=page.limit
     )
     response.headers["X-Total-Count"] = str(total)
@@ -120,4 +120,4 @@ async def task_executions(
 async def retry_task(
     task_id: IdPath, session: SessionDep, bus: BusDep, dispatcher: DispatcherDep
 ) -> TaskRetryResult:
-    return await executions.retry_task(session, bus, dispatcher, task_id=task_id)
+    return await control.retry_task(session, bus, dispatcher, task_id=task_id)

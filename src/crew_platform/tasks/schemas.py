@@ -15,7 +15,7 @@ from crew_platform.common.types import (
     not_null_in_schema,
     reject_explicit_null,
 )
-from crew_platform.engine.states import TaskRunStatus
+from crew_platform.engine import TaskRunStatus
 
 Rank = Annotated[StrictInt, Field(ge=-1_000_000, le=1_000_000)]
 Dependencies = Annotated[

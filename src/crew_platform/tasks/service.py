@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crew_platform.engine.plan import execution_key, find_cycle
+from crew_platform.engine import execution_key, find_cycle
 from crew_platform.errors import Conflict, DependencyCycle, NotFound, ValidationFailed
 from crew_platform.models import Agent, Task, TaskRun, Workflow
 from crew_platform.tasks.schemas import TaskCreate, TaskRead, TaskUpdate

@@ -7,8 +7,8 @@ from fastapi import APIRouter, Body, Query, Response
 from crew_platform.common.deps import BusDep, DispatcherDep, SessionDep
 from crew_platform.common.http import ERROR_RESPONSES, TOTAL_COUNT, IdPath, PageDep
 from crew_platform.common.schemas import Deleted
-from crew_platform.engine.states import ExecutionStatus
-from crew_platform.executions import service as executions
+from crew_platform.engine import ExecutionStatus
+from crew_platform.executions import control, repository, starting
 from crew_platform.executions.schemas import ControlResult, ExecuteRequest, ExecutionRead
 from crew_platform.workflows import service
 from crew_platform.workflows.schemas import WorkflowCreate, WorkflowRead, WorkflowUpdate
@@ -58,7 +58,7 @@ async def delete_workflow(
     """Deletes the workflow with its tasks and execution history; running executions are
     aborted first."""
     await service.get_workflow(session, workflow_id)
-    await executions.stop_all(session, dispatcher, workflow_id=workflow_id)
+    await control.stop_all(session, dispatcher, workflow_id=workflow_id)
     await service.delete_workflow(session, workflow_id=workflow_id)
     return Deleted(id=workflow_id, message=f"Workflow {workflow_id} deleted")
 
@@ -75,7 +75,7 @@ async def execute_workflow(
     dispatcher: DispatcherDep,
     request: Annotated[ExecuteRequest | None, Body()] = None,
 ) -> ExecutionRead:
-    return await executions.start_workflow(
+    return await starting.start_workflow(
         session, dispatcher, workflow_id=workflow_id, request=request or ExecuteRequest()
     )
 
@@ -93,7 +93,7 @@ async def workflow_executions(
     page: PageDep,
     status: Annotated[ExecutionStatus | None, Query(description="Filter by status")] = None,
 ) -> list[ExecutionRead]:
-    items, total = await executions.workflow_executions(
+    items, total = await repository.workflow_executions(
         session, workflow_id=workflow_id, skip=page.skip, limit=page.limit, status=status
     )
     response.headers["X-Total-Count"] = str(total)
@@ -104,18 +104,18 @@ async def workflow_executions(
 async def pause_workflow(
     workflow_id: IdPath, session: SessionDep, bus: BusDep, dispatcher: DispatcherDep
 ) -> ControlResult:
-    return await executions.pause_workflow(session, bus, dispatcher, workflow_id=workflow_id)
+    return await control.pause(session, bus, dispatcher, workflow_id=workflow_id)
 
 
 @router.post("/{workflow_id}/resume", response_model=ControlResult, summary="Resume workflow")
 async def resume_workflow(
     workflow_id: IdPath, session: SessionDep, bus: BusDep, dispatcher: DispatcherDep
 ) -> ControlResult:
-    return await executions.resume_workflow(session, bus, dispatcher, workflow_id=workflow_id)
+    return await control.resume(session, bus, dispatcher, workflow_id=workflow_id)
 
 
 @router.post("/{workflow_id}/cancel", response_model=ControlResult, summary="Cancel workflow")
 async def cancel_workflow(
     workflow_id: IdPath, session: SessionDep, bus: BusDep, dispatcher: DispatcherDep
 ) -> ControlResult:
-    return await executions.cancel_workflow(session, bus, dispatcher, workflow_id=workflow_id)
+    return await control.cancel_workflow(session, bus, dispatcher, workflow_id=workflow_id)

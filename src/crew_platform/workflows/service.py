@@ -104,7 +104,7 @@ async def update_workflow(
 
 
 async def unfinished_execution_ids(session: AsyncSession, workflow_id: int) -> Sequence[int]:
-    from crew_platform.engine.states import UNFINISHED
+    from crew_platform.engine import UNFINISHED
 
     query = select(Execution.id).where(
         Execution.workflow_id == workflow_id, Execution.status.in_(UNFINISHED)

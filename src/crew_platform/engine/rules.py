@@ -1,0 +1,185 @@
+"""State rules: every status change of an execution, a task run or a workflow, declared once.
+
+A rule names what asks for the change (its intent), the statuses it may leave from and the status
+it leads to, and what else it writes (a finishing rule stamps `completed_at`, a retry clears the
+old outcome). Every status write, from the API or from the engine, is `move()`: one UPDATE guarded
+by the rule's from-statuses, so of two racing writers (a cancel and a finishing task) exactly one
+wins, and a request the rules refuse is a 409 naming the current status (`refusal()`).
+
+New capabilities add rules here (waiting for input, taking over a lease), not new code paths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import Table, Update, bindparam, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from crew_platform.db import utcnow
+from crew_platform.engine.states import ExecutionStatus as ES
+from crew_platform.engine.states import TaskRunStatus as TS
+from crew_platform.engine.states import WorkflowStatus as WS
+from crew_platform.errors import InvalidStateTransition
+from crew_platform.models import Execution, TaskRun, Workflow
+
+Writer = AsyncSession | AsyncConnection
+"""Where status is written: an ORM session, or a bare connection on the engine's hot path."""
+
+
+class Kind(StrEnum):
+    EXECUTION = "execution"
+    TASK_RUN = "task_run"
+    WORKFLOW = "workflow"
+
+
+class Intent(StrEnum):
+    START = "start"
+    PAUSE = "pause"
+    RESUME = "resume"
+    CANCEL = "cancel"
+    RETRY = "retry"
+    COMPLETE = "complete"
+    FAIL = "fail"
+
+
+def _finished() -> dict[str, Any]:
+    return {"completed_at": utcnow()}
+
+
+def _reopened() -> dict[str, Any]:
+    return {"completed_at": None, "error_message": None}
+
+
+@dataclass(frozen=True)
+class Rule:
+    kind: Kind
+    intent: Intent
+    sources: frozenset[str]
+    target: str
+    doc: str
+    writes: Callable[[], dict[str, Any]] = field(default=dict)
+    """Columns this rule sets besides the status (evaluated at each move)."""
+
+    def allows(self, current: str, target: str) -> bool:
+        return current in self.sources and target == self.target
+
+
+def _rule(
+    kind: Kind,
+    intent: Intent,
+    sources: set[str],
+    target: str,
+    doc: str,
+    writes: Callable[[], dict[str, Any]] = dict,
+) -> Rule:
+    return Rule(kind, intent, frozenset(sources), target, doc, writes)
+
+
+E, T, W = Kind.EXECUTION, Kind.TASK_RUN, Kind.WORKFLOW
+RULES: dict[tuple[Kind, Intent], Rule] = {
+    (r.kind, r.intent): r
+    for r in (
+        _rule(E, Intent.START, {ES.PENDING}, ES.RUNNING, "a runner begins an accepted execution"),
+        _rule(E, Intent.PAUSE, {ES.RUNNING}, ES.PAUSED, "it stops at the next task boundary"),
+        _rule(E, Intent.RESUME, {ES.PAUSED}, ES.PENDING, "it waits for a runner again"),
+        _rule(
+            E,
+            Intent.CANCEL,
+            {ES.PENDING, ES.RUNNING, ES.PAUSED},
+            ES.CANCELLED,
+            "anything unfinished may be cancelled",
+            _finished,
+        ),
+        _rule(
+            E,
+            Intent.RETRY,
+            {ES.FAILED, ES.CANCELLED},
+            ES.PENDING,
+            "a failed or cancelled execution re-opens from its first unfinished task",
+            _reopened,
+        ),
+        _rule(E, Intent.COMPLETE, {ES.RUNNING}, ES.COMPLETED, "every task answered", _finished),
+        _rule(E, Intent.FAIL, {ES.RUNNING}, ES.FAILED, "a task failed", _finished),
+        _rule(T, Intent.COMPLETE, {TS.RUNNING}, TS.COMPLETED, "its model call answered", _finished),
+        _rule(T, Intent.FAIL, {TS.RUNNING}, TS.FAILED, "its model call failed", _finished),
+        _rule(
+            T,
+            Intent.CANCEL,
+            {TS.PENDING, TS.RUNNING},
+            TS.CANCELLED,
+            "its execution was cancelled or its process stopped",
+            _finished,
+        ),
+        _rule(W, Intent.PAUSE, {WS.ACTIVE}, WS.PAUSED, "its executions hold"),
+        _rule(W, Intent.RESUME, {WS.PAUSED}, WS.ACTIVE, "its executions may run again"),
+    )
+}
+
+STATUSES: dict[Kind, tuple[str, ...]] = {
+    E: tuple(ES),
+    T: tuple(TS),
+    W: tuple(WS),
+}
+_TABLES: dict[Kind, Table] = {
+    E: Execution.__table__,  # type: ignore[dict-item]
+    T: TaskRun.__table__,  # type: ignore[dict-item]
+    W: Workflow.__table__,  # type: ignore[dict-item]
+}
+_LABELS = {E: "Execution", T: "Task run", W: "Workflow"}
+
+
+def rule_for(kind: Kind, intent: Intent) -> Rule | None:
+    return RULES.get((kind, intent))
+
+
+def allows(kind: Kind, current: str, target: str, intent: Intent) -> bool:
+    """Whether the rules let `intent` move a `kind` from `current` to `target`."""
+    rule = rule_for(kind, intent)
+    return rule is not None and rule.allows(current, target)
+
+
+def refusal(kind: Kind, ident: int, current: str, intent: Intent) -> InvalidStateTransition:
+    """The 409 for a request the rules refuse, naming the current status."""
+    rule = rule_for(kind, intent)
+    allowed = sorted(rule.sources) if rule else []
+    label = _LABELS[kind]
+    return InvalidStateTransition(
+        f"{label} {ident} is {current}; cannot {intent.value} it"
+        + (f" (only when {' or '.join(allowed)})" if allowed else ""),
+        {
+            f"{kind.value}_id": ident,
+            "status": current,
+            "intent": intent.value,
+            "allowed_from": allowed,
+        },
+    )
+
+
+def _guarded_update(table: Table) -> Update:
+    return update(table).where(
+        table.c.id == bindparam("b_id"),
+        table.c.status.in_(bindparam("b_from", expanding=True)),
+    )
+
+
+_MOVES: dict[Kind, Update] = {kind: _guarded_update(table) for kind, table in _TABLES.items()}
+
+
+def move_params(rule: Rule, **values: Any) -> dict[str, Any]:
+    """The SET values of a move: the target status, what the rule writes, then `values`."""
+    return {"status": rule.target, **rule.writes(), **values}
+
+
+async def move(writer: Writer, kind: Kind, ident: int, intent: Intent, **values: Any) -> bool:
+    """Apply the rule for `intent` to one row: True if it moved, False if its status was not
+    one the rule leaves from (someone else won, or the request does not apply)."""
+    rule = RULES[kind, intent]
+    result = await writer.execute(
+        _MOVES[kind],
+        {"b_id": ident, "b_from": sorted(rule.sources), **move_params(rule, **values)},
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -1,0 +1,286 @@
+"""One step: open a task run, call the model, store the answer, each with its own commit.
+
+Whatever the workflow type, a step is these three moves. Opening is the task boundary: the store
+decides there whether the execution still runs (a pause or cancel taken by any process lands in
+the store). The model is called with no database connection held. Storing is guarded by the task
+run's state: a run cancelled meanwhile keeps its cancellation, and a task deleted meanwhile fails
+the step with a clear error, never touching another task's stored answer.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from crew_platform.engine.journal import Journal, publish
+from crew_platform.engine.loading import RunState
+from crew_platform.engine.rules import Intent, Kind, move
+from crew_platform.engine.scheduler import StepResult
+from crew_platform.engine.states import TaskRunStatus as TS
+from crew_platform.errors import PlatformError
+from crew_platform.events.bus import EventBus
+from crew_platform.events.types import Event, EventType
+from crew_platform.llm.gateway import Completion, LLMGateway
+from crew_platform.llm.prompts import ContextItem, fill, messages, task_prompt
+from crew_platform.models import TaskRun
+
+_INSERT_RUN = insert(TaskRun).returning(TaskRun.id)
+
+TASK_GONE = "TASK_NOT_RUNNABLE: the task was deleted after this execution was accepted"
+
+
+@dataclass
+class OpenRun:
+    """The task run a step recorded before calling the model."""
+
+    id: int
+    task_id: int
+    agent_id: int | None
+    attempt: int
+    started_seq: int | None = None
+    values: dict[str, Any] = field(default_factory=dict)
+    context_ids: list[int] = field(default_factory=list)
+
+
+def event_of(
+    state: RunState,
+    kind: EventType,
+    *,
+    task_id: int | None = None,
+    agent_id: int | None = None,
+    status: str | None = None,
+    seq: int | None = None,
+    data: dict[str, Any] | None = None,
+) -> Event:
+    if agent_id is None and task_id is not None and (spec := state.tasks.get(task_id)):
+        agent_id = spec.agent.agent_id if spec.agent else None
+    return Event(
+        type=kind,
+        workflow_id=state.workflow_id,
+        execution_id=state.execution_id,
+        task_id=task_id,
+        agent_id=agent_id,
+        status=str(status) if status is not None else None,
+        seq=seq,
+        data=data or {},
+    )
+
+
+async def insert_run(journal: Journal, **values: Any) -> int | None:
+    """Insert a task run; None when its task no longer exists (deleted since the execution
+    began: the foreign key refuses the row). The caller then rolls its transaction back, which
+    holds nothing but this step's own writes."""
+    try:
+        inserted = await journal.session.execute(_INSERT_RUN, values)
+    except IntegrityError:
+        return None
+    return inserted.scalar_one()
+
+
+class Step:
+    def __init__(self, engine: AsyncEngine, bus: EventBus, gateway: LLMGateway) -> None:
+        self._engine = engine
+        self._bus = bus
+        self._gateway = gateway
+
+    async def run(self, state: RunState, task_id: int) -> StepResult:
+        opened = await self._open(state, task_id)
+        if isinstance(opened, StepResult):
+            return opened
+        began = time.perf_counter()
+        called = await self._call(state, opened)
+        elapsed = time.perf_counter() - began
+        if isinstance(called, str):
+            return await self._fail(state, opened, called, elapsed)
+        return await self._store(state, opened, called, elapsed)
+
+    async def _open(self, state: RunState, task_id: int) -> OpenRun | StepResult:
+        spec = state.tasks.get(task_id)
+        attempt = state.attempts.get(task_id, 0) + 1
+        agent_id = spec.agent.agent_id if spec and spec.agent else None
+        async with self._engine.connect() as conn:
+            journal = Journal(conn, self._bus)
+            started = await journal.record_if_running(
+                event_of(
+                    state,
+                    EventType.TASK_STARTED,
+                    task_id=task_id,
+                    agent_id=agent_id,
+                    status=TS.RUNNING,
+                    data={"attempt": attempt},
+                ),
+                f"Task {task_id} ({spec.name if spec else '?'}) started, attempt {attempt}",
+            )
+            if started is None:
+                await journal.commit()
+                return StepResult(task_id, stopped=True)
+            values = (spec.input_data if spec else {}) | state.input_data
+            context_ids = state.context_ids(task_id)
+            run_id = None
+            if spec is not None:
+                run_id = await insert_run(
+                    journal,
+                    execution_id=state.execution_id,
+                    task_id=task_id,
+                    agent_id=agent_id,
+                    status=TS.RUNNING.value,
+                    attempt=attempt,
+                    input={"input_data": values, "context_task_ids": context_ids},
+                    started_at=started.timestamp,
+                )
+            if run_id is None:
+                await journal.rollback()
+            else:
+                await journal.commit()
+        if run_id is None:
+            return await self._task_gone(state, task_id)
+        state.attempts[task_id] = attempt
+        return OpenRun(run_id, task_id, agent_id, attempt, started.seq, values, context_ids)
+
+    async def _call(self, state: RunState, run: OpenRun) -> Completion | str:
+        """The model call of an open run, with no connection held; a failure is returned as
+        its error text."""
+        spec = state.tasks[run.task_id]
+        agent = spec.agent
+        if agent is None:
+            return "TASK_NOT_RUNNABLE: the task has no agent"
+        context = [
+            ContextItem(f"Output of task {tid} ({state.tasks[tid].name})", output)
+            for tid in run.context_ids
+            if tid in state.tasks
+            and (output := state.outputs.get(tid, state.external_context.get(tid))) is not None
+        ] + [
+            ContextItem(f"Output of task {tid}", out)
+            for tid, out in state.external_context.items()
+            if tid not in state.tasks
+        ]
+        prompt = task_prompt(
+            description=fill(spec.description, run.values),
+            expected_output=fill(spec.expected_output, run.values) or None,
+            input_data=run.values,
+            context=context,
+        )
+        chunk_index = 0
+
+        async def publish_chunk(text: str, call_attempt: int) -> None:
+            nonlocal chunk_index
+            chunk_index += 1
+            await publish(
+                self._bus,
+                event_of(
+                    state,
+                    EventType.TASK_OUTPUT_CHUNK,
+                    task_id=run.task_id,
+                    agent_id=agent.agent_id,
+                    status=TS.RUNNING,
+                    seq=run.started_seq,
+                    data={"chunk": text, "index": chunk_index, "call_attempt": call_attempt},
+                ),
+            )
+
+        try:
+            return await self._gateway.complete(
+                model=agent.model,
+                messages=messages(agent, prompt),
+                temperature=agent.temperature,
+                top_p=agent.top_p,
+                max_tokens=agent.max_tokens,
+                on_chunk=publish_chunk,
+            )
+        except PlatformError as exc:
+            return f"{exc.code}: {exc.message}"
+
+    async def _store(
+        self, state: RunState, run: OpenRun, completion: Completion, elapsed: float
+    ) -> StepResult:
+        spec = state.tasks[run.task_id]
+        event = event_of(
+            state,
+            EventType.TASK_COMPLETED,
+            task_id=run.task_id,
+            agent_id=run.agent_id,
+            status=TS.COMPLETED,
+            data={
+                "output": completion.text,
+                "tokens_used": completion.tokens_used,
+                "execution_time": round(elapsed, 6),
+                "attempt": run.attempt,
+            },
+        )
+        message = (
+            f"Task {run.task_id} ({spec.name}) completed in {elapsed:.3f}s, "
+            f"{completion.tokens_used} tokens"
+        )
+        values = {
+            "output": completion.text,
+            "tokens_used": completion.tokens_used,
+            "execution_time": elapsed,
+        }
+        if not await self._close_run(run, Intent.COMPLETE, event, message, values):
+            return await self._run_closed(state, run)
+        state.outputs[run.task_id] = completion.text
+        return StepResult(run.task_id)
+
+    async def _fail(self, state: RunState, run: OpenRun, error: str, elapsed: float) -> StepResult:
+        spec = state.tasks.get(run.task_id)
+        name = spec.name if spec else "?"
+        event = event_of(
+            state,
+            EventType.TASK_FAILED,
+            task_id=run.task_id,
+            agent_id=run.agent_id,
+            status=TS.FAILED,
+            data={"error": error, "attempt": run.attempt},
+        )
+        values = {"error": error, "execution_time": elapsed}
+        message = f"Task {run.task_id} ({name}) failed: {error}"
+        if not await self._close_run(run, Intent.FAIL, event, message, values):
+            return await self._run_closed(state, run)
+        return StepResult(run.task_id, error=f"Task {run.task_id} ({name}) failed: {error}")
+
+    async def _close_run(
+        self, run: OpenRun, intent: Intent, event: Event, message: str, values: dict[str, Any]
+    ) -> bool:
+        """Move the open run by `intent` and record its event, in one commit; False (nothing
+        written) when the run was closed meanwhile."""
+        async with self._engine.connect() as conn:
+            journal = Journal(conn, self._bus)
+            if not await move(conn, Kind.TASK_RUN, run.id, intent, **values):
+                await journal.rollback()
+                return False
+            await journal.record(event, message, add_tokens=int(values.get("tokens_used", 0)))
+            await journal.commit()
+        return True
+
+    async def _run_closed(self, state: RunState, run: OpenRun) -> StepResult:
+        """The open run was closed by someone else while the model answered: a cancel (the
+        execution stops), or its task was deleted (the run's row went with it)."""
+        async with self._engine.connect() as conn:
+            still_there = await conn.scalar(select(TaskRun.id).where(TaskRun.id == run.id))
+        if still_there is None:
+            return await self._task_gone(state, run.task_id)
+        return StepResult(run.task_id, stopped=True)
+
+    async def _task_gone(self, state: RunState, task_id: int) -> StepResult:
+        """The task was deleted during the run: the step fails saying so, in its own commit."""
+        async with self._engine.connect() as conn:
+            journal = Journal(conn, self._bus)
+            recorded = await journal.record_if_running(
+                event_of(
+                    state,
+                    EventType.TASK_FAILED,
+                    task_id=task_id,
+                    status=TS.FAILED,
+                    data={"error": TASK_GONE},
+                ),
+                f"Task {task_id} failed: {TASK_GONE}",
+            )
+            await journal.commit()
+        if recorded is None:
+            return StepResult(task_id, stopped=True)
+        return StepResult(task_id, error=f"Task {task_id} failed: {TASK_GONE}")

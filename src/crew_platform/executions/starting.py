@@ -1,0 +1,148 @@
+"""Starting runs: what may run, the execution row, then the hand-over to the dispatcher."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from crew_platform.db import utcnow
+from crew_platform.engine import Dispatcher, dag_plan, find_cycle, linear_plan
+from crew_platform.engine import ExecutionStatus as ES
+from crew_platform.errors import Conflict, DependencyCycle, MissingInput, ValidationFailed
+from crew_platform.executions.schemas import ExecuteRequest, ExecutionRead
+from crew_platform.llm.prompts import placeholders
+from crew_platform.models import Agent, Execution, Task, Workflow
+from crew_platform.tasks.service import get_task, sort_for_execution
+from crew_platform.workflows.service import get_workflow
+
+
+async def _check_runnable(
+    session: AsyncSession, tasks: Sequence[Task], inputs: dict[str, Any]
+) -> None:
+    missing: dict[str, list[int]] = defaultdict(list)
+    for task in tasks:
+        available = set(inputs) | set(task.input_data or {})
+        for key in sorted(placeholders(task.description, task.expected_output) - available):
+            missing[key].append(task.id)
+    if missing:
+        keys = sorted(missing)
+        raise MissingInput(
+            f"input_data is missing values for: {', '.join(keys)}",
+            {
+                "missing": keys,
+                "tasks": {k: v for k, v in missing.items()},
+                "fields": {f"input_data.{k}": "required by a task placeholder" for k in keys},
+            },
+        )
+    agent_ids = {t.agent_id for t in tasks if t.agent_id is not None}
+    active = set(
+        await session.scalars(
+            select(Agent.id).where(Agent.id.in_(agent_ids), Agent.is_active.is_(True))
+        )
+    )
+    unrunnable = sorted(t.id for t in tasks if t.agent_id is None or t.agent_id not in active)
+    if unrunnable:
+        raise ValidationFailed(
+            f"Tasks {unrunnable} have no active agent assigned",
+            {"task_ids": unrunnable, "fields": {"agent_id": "an active agent is required"}},
+        )
+
+
+async def _create_execution(
+    session: AsyncSession,
+    dispatcher: Dispatcher,
+    *,
+    workflow: Workflow,
+    mode: str,
+    plan: list[dict[str, Any]],
+    request: ExecuteRequest,
+) -> ExecutionRead:
+    now = utcnow()
+    execution = Execution(
+        workflow_id=workflow.id,
+        status=ES.PENDING.value,
+        mode=mode,
+        input_data=request.input_data,
+        config=request.config,
+        plan=plan,
+        created_at=now,
+        started_at=now,
+    )
+    session.add(execution)
+    await session.commit()
+    read = ExecutionRead.model_validate(execution)
+    # Always hand it over: the runner checks the workflow's status under a lock and leaves the
+    # execution pending if the workflow is paused. Deciding here, on a status read before the
+    # commit, could miss a resume that committed in between and strand the execution.
+    dispatcher.submit(execution.id)
+    return read
+
+
+async def start_workflow(
+    session: AsyncSession, dispatcher: Dispatcher, *, workflow_id: int, request: ExecuteRequest
+) -> ExecutionRead:
+    workflow = await get_workflow(session, workflow_id)
+    if not workflow.is_active:
+        raise Conflict(
+            f"Workflow {workflow_id} is inactive; activate it before executing",
+            {"workflow_id": workflow_id, "reason": "inactive"},
+        )
+    tasks = sort_for_execution(
+        (
+            await session.scalars(
+                select(Task).where(Task.workflow_id == workflow_id, Task.is_active.is_(True))
+            )
+        ).all()
+    )
+    if not tasks:
+        raise ValidationFailed(
+            f"Workflow {workflow_id} has no active tasks to run",
+            {"workflow_id": workflow_id, "reason": "no_tasks"},
+        )
+    await _check_runnable(session, tasks, request.input_data)
+    order = [t.id for t in tasks]
+    if workflow.workflow_type == "parallel":
+        deps = {t.id: list(t.dependencies or []) for t in tasks}
+        if cycle := find_cycle(deps):
+            raise DependencyCycle("task dependencies form a cycle", {"cycle": cycle})
+        planned = dag_plan(order, deps)
+    else:
+        planned = linear_plan(order)
+    return await _create_execution(
+        session,
+        dispatcher,
+        workflow=workflow,
+        mode="workflow",
+        plan=[p.as_json() for p in planned],
+        request=request,
+    )
+
+
+async def start_task(
+    session: AsyncSession, dispatcher: Dispatcher, *, task_id: int, request: ExecuteRequest
+) -> ExecutionRead:
+    task = await get_task(session, task_id)
+    workflow = await get_workflow(session, task.workflow_id)
+    if not workflow.is_active:
+        raise Conflict(
+            f"Task {task_id} belongs to inactive workflow {workflow.id}; activate it first",
+            {"task_id": task_id, "workflow_id": workflow.id, "reason": "inactive_workflow"},
+        )
+    if not task.is_active:
+        raise Conflict(
+            f"Task {task_id} is inactive; activate it before executing",
+            {"task_id": task_id, "reason": "inactive"},
+        )
+    await _check_runnable(session, [task], request.input_data)
+    return await _create_execution(
+        session,
+        dispatcher,
+        workflow=workflow,
+        mode="task",
+        plan=[{"task_id": task.id, "depends_on": []}],
+        request=request,
+    )
