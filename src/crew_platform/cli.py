@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("migrate", help="apply database migrations up to head")
     args = parser.parse_args(argv)
     logging.basicConfig(level=get_settings().log_level.upper())
+    if logging.getLogger().level > logging.DEBUG:
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per model call otherwise
     if args.command == "migrate":
         migrate()
     elif args.command == "serve":
