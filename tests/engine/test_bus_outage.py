@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 import redis
+from websockets.asyncio.client import connect
 
 from crew_platform.devtools.llm_stub import StubServer, free_port
 from tests.conftest import make_settings
-from tests.flows import API, execute, for_task, pipeline, running_app, wait_for_gate
-from tests.support import wait_for_execution
+from tests.flows import API, eventually, execute, for_task, pipeline, running_app, wait_for_gate
+from tests.realtime.conftest import build_workflow, collect_until, ws_request, ws_url
+from tests.support import LiveServer, wait_for_execution
 
 
 @pytest.fixture
@@ -77,3 +82,70 @@ async def test_agent_test_answers_when_the_bus_is_down(
         response = await client.post(f"{API}/agents/{agent['id']}/test", json={"input": "hi"})
     assert response.status_code == 200
     assert response.json()["success"] is True
+
+
+async def test_a_streamed_run_finishes_while_redis_is_frozen(
+    database_url: str, stub: StubServer, own_redis: tuple[subprocess.Popen[bytes], str]
+) -> None:
+    """Every chunk and event is published while Redis does not answer (SIGSTOP): the run does
+    not wait on it (it used to take 5 s per event)."""
+    process, url = own_redis
+    settings = make_settings(database_url, stub, redis_url=url, llm_timeout_seconds=120)
+    stub.state.chunk_words = 1
+    words = [f"w{i}" for i in range(20)]
+    stub.script(for_task("A", gate="a", content=" ".join(words)))
+    async with running_app(settings) as (app, client):
+        _, workflow, (a,) = await pipeline(client, ["A"])
+        run = await execute(client, workflow["id"])
+        await wait_for_gate(stub, "a")
+        process.send_signal(signal.SIGSTOP)
+        try:
+            stub.open_gate("a")
+            # A hang guard far below the 25 events x 5 s the run took before.
+            done = await wait_for_execution(client, run["id"], timeout=15)
+            assert done["status"] == "completed", done
+            assert done["output_data"]["tasks"] == {str(a["id"]): " ".join(words)}
+            outbox = app.state.bus.outbox
+            await eventually(lambda: outbox.dropped_total.chunks == len(words), what="drops")
+            assert outbox.is_down
+            assert outbox.dropped_total.events >= 2  # task_completed, workflow_completed
+        finally:
+            process.send_signal(signal.SIGCONT)
+            process.kill()
+
+
+async def test_local_websocket_clients_get_events_while_redis_is_down(
+    tmp_path: Path, stub: StubServer, own_redis: tuple[subprocess.Popen[bytes], str]
+) -> None:
+    process, url = own_redis
+    server = LiveServer(
+        {
+            "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'crew.db'}",
+            "CEREBRAS_API_KEY": "test-key",
+            "CEREBRAS_BASE_URL": stub.base_url,
+            "RATE_LIMIT_API": "off",
+            "RATE_LIMIT_WS": "off",
+            "REDIS_URL": url,
+        }
+    ).start()
+    try:
+        process.kill()
+        process.wait(timeout=10)
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as http:
+            built = await build_workflow(http, [{}, {}])
+            wf = built["workflow"]["id"]
+            async with connect(ws_url(server)) as ws:
+                await ws_request(ws, {"type": "subscribe_workflow", "workflow_id": wf})
+                run = (await http.post(f"{API}/workflows/{wf}/execute", json={})).json()
+                events = await collect_until(ws)
+    finally:
+        server.stop()
+    assert [e["type"] for e in events] == [
+        "workflow_started",
+        "task_started",
+        "task_completed",
+        "task_started",
+        "task_completed",
+        "workflow_completed",
+    ]
+    assert {e["execution_id"] for e in events} == {run["id"]}

@@ -180,10 +180,10 @@ def channel_prefix(database_url: str) -> str:
     the password; a SQLite file by its absolute path), so the processes of one deployment share
     a channel and two deployments on one Redis never meet (Redis pub/sub ignores the db number).
     """
-    url = make_url(database_url).set(password=None)
+    url = make_url(database_url)
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         url = url.set(database=str(Path(url.database).resolve()))
-    digest = hashlib.sha256(url.render_as_string(hide_password=False).encode()).hexdigest()
+    digest = hashlib.sha256(url.render_as_string(hide_password=True).encode()).hexdigest()
     return f"crew_platform:{digest[:12]}"
 
 
