@@ -119,21 +119,25 @@ async def test_unknown_execution_is_a_404_envelope(
     assert response.json()["error"] == "NOT_FOUND"
 
 
+CHUNKS = 30_000
+"""More than the stream's live queue (10,000) plus what the sockets' buffers absorb."""
+
+
 async def test_a_reader_that_falls_behind_gets_every_event_and_the_end(
     realtime_server: LiveServer, http: httpx.AsyncClient, stub: StubServer
 ) -> None:
-    """The client opens the stream of a 10,000-chunk run and reads nothing until the run is
+    """The client opens the stream of a 30,000-chunk run and reads nothing until the run is
     over: its live queue overflows, and the stream catches it up from the log instead of
     dropping events (the final one included) and never ending."""
     stub.state.chunk_words = 1
-    stub.script({"content": " ".join(f"w{i}" for i in range(10_000))})
+    stub.script({"content": " ".join(f"w{i}" for i in range(CHUNKS))})
     built = await build_workflow(http, [{}])
     wf = built["workflow"]["id"]
     await http.post(f"/api/v1/workflows/{wf}/pause")
     run = (await http.post(f"/api/v1/workflows/{wf}/execute", json={})).json()
     # A small receive buffer, so the kernel cannot hold the whole stream for the client.
     transport = httpx.AsyncHTTPTransport(
-        socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 16_384)]
+        socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 262_144)]
     )
     async with httpx.AsyncClient(
         base_url=realtime_server.base_url, transport=transport, timeout=30
