@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=get_settings().log_level.upper())
     if logging.getLogger().level > logging.DEBUG:
-        logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per model call otherwise
+        for client in ("httpx", "httpx2"):  # a line per model call otherwise
+            logging.getLogger(client).setLevel(logging.WARNING)
     if args.command == "migrate":
         migrate()
     elif args.command == "serve":

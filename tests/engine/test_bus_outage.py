@@ -3,7 +3,9 @@ transactions, so a bus that goes away mid-run must not fail or stall the run."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import shutil
 import signal
 import subprocess
@@ -17,8 +19,18 @@ import redis
 from websockets.asyncio.client import connect
 
 from crew_platform.devtools.llm_stub import StubServer, free_port
+from crew_platform.realtime import sse
 from tests.conftest import make_settings
-from tests.flows import API, eventually, execute, for_task, pipeline, running_app, wait_for_gate
+from tests.flows import (
+    API,
+    HANG_GUARD,
+    eventually,
+    execute,
+    for_task,
+    pipeline,
+    running_app,
+    wait_for_gate,
+)
 from tests.realtime.conftest import build_workflow, collect_until, ws_request, ws_url
 from tests.support import LiveServer, wait_for_execution
 
@@ -85,10 +97,14 @@ async def test_agent_test_answers_when_the_bus_is_down(
 
 
 async def test_a_streamed_run_finishes_while_redis_is_frozen(
-    database_url: str, stub: StubServer, own_redis: tuple[subprocess.Popen[bytes], str]
+    database_url: str,
+    stub: StubServer,
+    own_redis: tuple[subprocess.Popen[bytes], str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Every chunk and event is published while Redis does not answer (SIGSTOP): the run does
-    not wait on it (it used to take 5 s per event)."""
+    not wait on it (it used to take 5 s per event). The outage is logged once, and its end."""
+    caplog.set_level(logging.WARNING, logger="crew_platform.events.outbox")
     process, url = own_redis
     settings = make_settings(database_url, stub, redis_url=url, llm_timeout_seconds=120)
     stub.state.chunk_words = 1
@@ -111,7 +127,13 @@ async def test_a_streamed_run_finishes_while_redis_is_frozen(
             assert outbox.dropped_total.events >= 2  # task_completed, workflow_completed
         finally:
             process.send_signal(signal.SIGCONT)
-            process.kill()
+        await eventually(lambda: not outbox.is_down, what="the bus to be back")
+        process.kill()
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 2, warnings
+    assert warnings[0].startswith("event bus unreachable")
+    assert warnings[1].startswith("event bus back")
+    assert f"{len(words)} chunk(s)" in warnings[1]
 
 
 async def test_local_websocket_clients_get_events_while_redis_is_down(
@@ -149,3 +171,31 @@ async def test_local_websocket_clients_get_events_while_redis_is_down(
         "workflow_completed",
     ]
     assert {e["execution_id"] for e in events} == {run["id"]}
+
+
+async def test_an_sse_stream_of_another_process_ends_although_redis_died_mid_run(
+    tmp_path: Path,
+    sqlite_template: Path,
+    stub: StubServer,
+    own_redis: tuple[subprocess.Popen[bytes], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The final event never crosses the dead bus; the stream, quiet for a while, finds it in
+    the log and ends."""
+    monkeypatch.setattr(sse, "CATCH_UP_SECONDS", 0.2)
+    process, url = own_redis
+    shutil.copyfile(sqlite_template, tmp_path / "crew.db")
+    settings = make_settings(f"sqlite+aiosqlite:///{tmp_path / 'crew.db'}", stub, redis_url=url)
+    stub.script(for_task("A", gate="a"))
+    async with running_app(settings) as (_, runner), running_app(settings) as (_, watcher):
+        _, workflow, _ = await pipeline(runner, ["A"])
+        run = await execute(runner, workflow["id"])
+        await wait_for_gate(stub, "a")
+        stream = asyncio.create_task(watcher.get(f"{API}/executions/{run['id']}/events"))
+        process.kill()
+        process.wait(timeout=10)
+        stub.open_gate("a")
+        assert (await wait_for_execution(runner, run["id"]))["status"] == "completed"
+        response = await asyncio.wait_for(stream, timeout=HANG_GUARD)
+    events = [line.removeprefix("event: ") for line in response.text.splitlines()]
+    assert [e for e in events if e.startswith("workflow_")][-1] == "workflow_completed"
