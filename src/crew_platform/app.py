@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = create_engine(settings)
         sessionmaker = create_sessionmaker(engine)
         reads = create_reads(settings, engine)
-        bus = create_bus(settings.redis_url)
+        bus = create_bus(settings)
         await bus.start()
         gateway = LLMGateway(settings)
         dispatcher = Dispatcher(

@@ -74,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("migrate", help="apply database migrations up to head")
     args = parser.parse_args(argv)
     logging.basicConfig(level=get_settings().log_level.upper())
+    if logging.getLogger().level > logging.DEBUG:
+        for client in ("httpx", "httpx2"):  # a line per model call otherwise
+            logging.getLogger(client).setLevel(logging.WARNING)
     if args.command == "migrate":
         migrate()
     elif args.command == "serve":

@@ -46,6 +46,17 @@ class Settings(BaseSettings):
     connection the server had just closed (a ReadError on a POST, which is not retried)."""
 
     redis_url: str | None = None
+    events_channel_prefix: str | None = None
+    """Redis channel prefix of this deployment's events (channel `<prefix>:events`). Default: a
+    short hash of DATABASE_URL (without its password), so processes on one database share
+    events and deployments sharing one Redis never see each other's (pub/sub ignores the
+    Redis database number)."""
+    events_outbox_size: int = Field(default=10_000, ge=1)
+    """Events waiting to be published to Redis; beyond it they are dropped and counted."""
+    events_publish_timeout_seconds: float = Field(default=1.0, gt=0)
+    """A Redis publish taking longer marks the bus down (events dropped until it is back)."""
+    events_retry_seconds: float = Field(default=1.0, gt=0)
+    """How often a bus that is down is probed (and its reader reconnected)."""
     rate_limit_api: str = "100/minute"
     rate_limit_ws: str = "5/minute"
     trusted_proxies: str = ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from typing import Any
 
 import httpx
@@ -17,22 +18,26 @@ async def read_sse(
     http: httpx.AsyncClient, path: str, headers: dict[str, str] | None = None
 ) -> list[dict[str, Any]]:
     """Read a stream to its end; each frame as {"id", "event", "data"}."""
-    frames: list[dict[str, Any]] = []
-    current: dict[str, Any] = {}
     async with http.stream("GET", path, headers=headers or {}) as response:
         assert response.status_code == 200, await response.aread()
         assert response.headers["content-type"].startswith("text/event-stream")
-        async for line in response.aiter_lines():
-            if not line:
-                if "data" in current:
-                    frames.append(current)
-                current = {}
-                continue
-            if line.startswith(":"):
-                continue
-            key, _, value = line.partition(":")
-            value = value.removeprefix(" ")
-            current[key] = json.loads(value) if key == "data" else value
+        return await _frames(response)
+
+
+async def _frames(response: httpx.Response) -> list[dict[str, Any]]:
+    frames: list[dict[str, Any]] = []
+    current: dict[str, Any] = {}
+    async for line in response.aiter_lines():
+        if not line:
+            if "data" in current:
+                frames.append(current)
+            current = {}
+            continue
+        if line.startswith(":"):
+            continue
+        key, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        current[key] = json.loads(value) if key == "data" else value
     return frames
 
 
@@ -112,3 +117,39 @@ async def test_unknown_execution_is_a_404_envelope(
     response = await http.get("/api/v1/executions/987654/events")
     assert response.status_code == 404
     assert response.json()["error"] == "NOT_FOUND"
+
+
+CHUNKS = 30_000
+"""More than the stream's live queue (10,000) plus what the sockets' buffers absorb."""
+
+
+async def test_a_reader_that_falls_behind_gets_every_event_and_the_end(
+    realtime_server: LiveServer, http: httpx.AsyncClient, stub: StubServer
+) -> None:
+    """The client opens the stream of a 30,000-chunk run and reads nothing until the run is
+    over: its live queue overflows, and the stream catches it up from the log instead of
+    dropping events (the final one included) and never ending."""
+    stub.state.chunk_words = 1
+    stub.script({"content": " ".join(f"w{i}" for i in range(CHUNKS))})
+    built = await build_workflow(http, [{}])
+    wf = built["workflow"]["id"]
+    await http.post(f"/api/v1/workflows/{wf}/pause")
+    run = (await http.post(f"/api/v1/workflows/{wf}/execute", json={})).json()
+    # A small receive buffer, so the kernel cannot hold the whole stream for the client.
+    transport = httpx.AsyncHTTPTransport(
+        socket_options=[(socket.SOL_SOCKET, socket.SO_RCVBUF, 262_144)]
+    )
+    async with httpx.AsyncClient(
+        base_url=realtime_server.base_url, transport=transport, timeout=30
+    ) as slow:
+        path = f"/api/v1/executions/{run['id']}/events?stream=true"
+        async with slow.stream("GET", path) as response:
+            assert response.status_code == 200
+            await http.post(f"/api/v1/workflows/{wf}/resume")
+            await wait_for_execution(http, run["id"])
+            frames = await asyncio.wait_for(_frames(response), timeout=20)
+    persisted = [f for f in frames if "id" in f]
+    logs = (await http.get(f"/api/v1/executions/{run['id']}/logs")).json()
+    assert [f["data"]["seq"] for f in persisted] == [entry["seq"] for entry in logs]
+    assert [f["event"] for f in persisted] == [entry["event"] for entry in logs]
+    assert frames[-1]["event"] == "workflow_completed"

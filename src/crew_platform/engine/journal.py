@@ -3,13 +3,13 @@
 Every persisted event gets the next per-execution `seq` (an atomic UPDATE ... RETURNING), so the
 SSE stream can replay from any point and nothing a client was told is missing from the log.
 
-Publishing is best effort: the log is already committed when an event goes out, so a bus that is
-down or stalls (Redis gone) costs live delivery only, never the run or the request.
+Publishing never waits: the log is already committed when an event goes out, and the bus hands
+it to a bounded outbox, so a bus that is down or stalls (Redis gone or frozen) costs live
+delivery to other processes only, never the run or the request.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -33,16 +33,17 @@ _LEVELS = {
     EventType.TASK_SKIPPED: "warning",
 }
 _LOGGED_DATA_KEYS = ("output", "error", "tokens_used", "execution_time", "attempt", "reason")
-PUBLISH_TIMEOUT = 5.0
 
 log = logging.getLogger(__name__)
 
 
 async def publish(bus: EventBus, event: Event) -> bool:
-    """Publish `event`; a failing or stalled bus is logged, not raised."""
+    """Publish `event` without waiting on any transport (the bus hands it to its outbox); a
+    failing listener or bus is logged, not raised. Each persisted event makes one INFO line."""
+    if event.seq is not None and not event.is_chunk:
+        _log_event(event)
     try:
-        async with asyncio.timeout(PUBLISH_TIMEOUT):
-            await bus.publish(event)
+        await bus.publish(event)
         return True
     except Exception as exc:
         log.warning(
@@ -53,6 +54,12 @@ async def publish(bus: EventBus, event: Event) -> bool:
             exc,
         )
         return False
+
+
+def _log_event(event: Event) -> None:
+    """`execution 12 task_completed task=3 seq=7`: the one default log line per run event."""
+    task = f" task={event.task_id}" if event.task_id is not None else ""
+    log.info("execution %s %s%s seq=%s", event.execution_id, event.type.value, task, event.seq)
 
 
 def _numbering(*, guarded: bool, adds_tokens: bool) -> Update:

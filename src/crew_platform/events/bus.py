@@ -1,24 +1,32 @@
 """Event bus: in-memory by default, Redis pub/sub when REDIS_URL is set (several processes).
 
 Subscribers are plain callables that must not block (they put into their own bounded queues);
-a slow listener therefore never slows the publisher.
+a slow listener therefore never slows the publisher. `publish` never waits either: with Redis it
+delivers locally at once and leaves the rest to a bounded outbox, so a frozen or dead Redis costs
+a run nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
+import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
+from sqlalchemy import make_url
+
+from crew_platform.events.outbox import Outbox
 from crew_platform.events.types import Event
+from crew_platform.settings import Settings
 
 log = logging.getLogger(__name__)
 
 Listener = Callable[[Event], None]
-CHANNEL = "crew_platform:events"
 
 
 class EventBus(Protocol):
@@ -61,11 +69,36 @@ class InMemoryBus(_Fanout):
 
 
 class RedisBus(_Fanout):
-    """Publishes to a Redis channel; every process's reader delivers to its local listeners."""
+    """Delivers to this process's listeners at once, and through a bounded outbox to a Redis
+    channel for the other processes of the same deployment.
 
-    def __init__(self, url: str) -> None:
+    Local delivery never depends on Redis: local WebSocket and SSE clients and the dispatcher's
+    cancel listener see this process's events even while Redis is frozen or gone. Each message
+    carries the publishing process's id, so a reader skips what its own process published.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        channel: str,
+        *,
+        outbox_size: int = 10_000,
+        publish_timeout: float = 1.0,
+        retry_interval: float = 1.0,
+    ) -> None:
         super().__init__()
         self._url = url
+        self.channel = channel
+        self.origin = uuid.uuid4().hex
+        self._retry_interval = retry_interval
+        self._publish_timeout = publish_timeout
+        self.outbox = Outbox(
+            self._send,
+            self._ping,
+            size=outbox_size,
+            send_timeout=publish_timeout,
+            retry_interval=retry_interval,
+        )
         self._reader: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -73,31 +106,99 @@ class RedisBus(_Fanout):
 
         self._redis = redis.from_url(self._url)
         self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
-        await self._pubsub.subscribe(CHANNEL)
+        try:
+            async with asyncio.timeout(self._publish_timeout * 5):
+                await self._pubsub.subscribe(self.channel)
+        except Exception as exc:
+            log.warning(
+                "event bus: cannot subscribe to Redis (%s: %s); retrying in the background",
+                type(exc).__name__,
+                exc,
+            )
         self._reader = asyncio.create_task(self._read(), name="redis-event-reader")
+        self.outbox.start()
 
     async def stop(self) -> None:
+        await self.outbox.stop()
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
-        await self._pubsub.aclose()
-        await self._redis.aclose()
+        for closing in (self._pubsub.aclose(), self._redis.aclose()):
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(self._publish_timeout):
+                    await closing
 
     async def publish(self, event: Event) -> None:
-        await self._redis.publish(CHANNEL, json.dumps(event.to_json_dict()))
+        """Never waits on Redis: local listeners now, other processes through the outbox."""
+        self.deliver(event)
+        self.outbox.offer(event)
+
+    async def _send(self, event: Event) -> None:
+        message = {"origin": self.origin, "event": event.to_json_dict()}
+        await self._redis.publish(self.channel, json.dumps(message))
+
+    async def _ping(self) -> None:
+        await self._redis.ping()
+
+    def _receive(self, data: bytes | str) -> None:
+        message = json.loads(data)
+        if message.get("origin") == self.origin:
+            return
+        self.deliver(Event.from_json_dict(message["event"]))
 
     async def _read(self) -> None:
+        failing = False
         while True:
             try:
+                if not self._pubsub.subscribed:
+                    await self._pubsub.subscribe(self.channel)
                 async for message in self._pubsub.listen():
-                    self.deliver(Event.from_json_dict(json.loads(message["data"])))
+                    if failing:
+                        failing = False
+                        log.warning("event bus reader reconnected to Redis")
+                    try:
+                        self._receive(message["data"])
+                    except (ValueError, KeyError, TypeError):
+                        log.warning("event bus: skipped a malformed message on %s", self.channel)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("redis event reader failed; reconnecting")
-                await asyncio.sleep(1)
+            except Exception as exc:
+                if not failing:
+                    failing = True
+                    log.warning(
+                        "event bus reader lost Redis (%s: %s); reconnecting every %.1f s",
+                        type(exc).__name__,
+                        exc,
+                        self._retry_interval,
+                    )
+                await asyncio.sleep(self._retry_interval)
 
 
-def create_bus(redis_url: str | None) -> EventBus:
-    return RedisBus(redis_url) if redis_url else InMemoryBus()
+def channel_prefix(database_url: str) -> str:
+    """The default EVENTS_CHANNEL_PREFIX: a short stable hash of the database (its URL without
+    the password; a SQLite file by its absolute path), so the processes of one deployment share
+    a channel and two deployments on one Redis never meet (Redis pub/sub ignores the db number).
+    """
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        url = url.set(database=str(Path(url.database).resolve()))
+    digest = hashlib.sha256(url.render_as_string(hide_password=True).encode()).hexdigest()
+    return f"crew_platform:{digest[:12]}"
+
+
+def events_channel(settings: Settings) -> str:
+    prefix = settings.events_channel_prefix or channel_prefix(settings.database_url)
+    return f"{prefix}:events"
+
+
+def create_bus(settings: Settings) -> EventBus:
+    if not settings.redis_url:
+        return InMemoryBus()
+    return RedisBus(
+        settings.redis_url,
+        events_channel(settings),
+        outbox_size=settings.events_outbox_size,
+        publish_timeout=settings.events_publish_timeout_seconds,
+        retry_interval=settings.events_retry_seconds,
+    )

@@ -2,13 +2,14 @@
 
 The bus subscription is opened before the persisted log is read, so nothing falls between the
 replay (everything after Last-Event-ID) and the live tail; duplicates are dropped by `seq`.
+A client that falls behind (its live queue full) is caught up from the log the same way, so it
+loses no persisted event and its stream always ends after the final one.
 Streamed model chunks carry no `id:` (they are not persisted) and come only with `?stream=true`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -21,7 +22,7 @@ from crew_platform.common.deps import SessionDep
 from crew_platform.common.http import ERROR_RESPONSES, IdPath
 from crew_platform.common.types import MAX_ID
 from crew_platform.engine import FINISHED
-from crew_platform.events.types import FINAL_EVENTS, Event, EventType
+from crew_platform.events.types import FINAL_EVENTS, Event
 from crew_platform.executions.repository import get_execution
 from crew_platform.models import Execution, ExecutionLog
 
@@ -29,6 +30,9 @@ router = APIRouter(prefix="/api/v1/executions", tags=["executions"], responses=E
 
 _FINAL_NAMES = frozenset(e.value for e in FINAL_EVENTS)
 LIVE_QUEUE_SIZE = 10_000
+CATCH_UP_SECONDS = 15.0
+"""A stream that got no live event for this long re-reads the log: events published by another
+process while the bus was down reach its clients this way."""
 
 
 def _log_message(row: ExecutionLog, workflow_id: int) -> dict[str, Any]:
@@ -84,52 +88,81 @@ async def execution_events(
     if last_event_id and last_event_id.strip().isdigit():
         start_after = min(int(last_event_id.strip()), MAX_ID)
 
-    live: asyncio.Queue[Event] = asyncio.Queue(LIVE_QUEUE_SIZE)
-
-    def listener(event: Event) -> None:
-        if event.execution_id == execution_id and (stream or not event.is_chunk):
-            with contextlib.suppress(asyncio.QueueFull):
-                live.put_nowait(event)
-
+    subscription = _LiveEvents(execution_id, stream)
     bus = request.app.state.bus
-    unsubscribe = bus.subscribe(listener)
+    unsubscribe = bus.subscribe(subscription.offer)
     sessions = request.app.state.sessionmaker
+
+    async def catch_up(after: int) -> tuple[list[ExecutionLog], str | None]:
+        async with sessions() as db:
+            # Status first: a final status implies its final event is already in the log.
+            status = await db.scalar(select(Execution.status).where(Execution.id == execution_id))
+            rows = (
+                await db.scalars(
+                    select(ExecutionLog)
+                    .where(ExecutionLog.execution_id == execution_id, ExecutionLog.seq > after)
+                    .order_by(ExecutionLog.seq)
+                )
+            ).all()
+        return list(rows), status
 
     async def events() -> AsyncIterator[ServerSentEvent]:
         try:
             last = start_after
-            async with sessions() as db:
-                # Status first: a final status implies its final event is already in the log.
-                status = await db.scalar(
-                    select(Execution.status).where(Execution.id == execution_id)
-                )
-                rows = (
-                    await db.scalars(
-                        select(ExecutionLog)
-                        .where(ExecutionLog.execution_id == execution_id, ExecutionLog.seq > last)
-                        .order_by(ExecutionLog.seq)
-                    )
-                ).all()
-            for row in rows:
-                last = row.seq
-                yield _frame(_log_message(row, workflow_id))
-                if row.event in _FINAL_NAMES:
-                    return
-            if status in FINISHED and not any(r.event in _FINAL_NAMES for r in rows):
-                # Finished before this request and its final event was replayed earlier.
-                return
             while True:
-                event = await live.get()
-                if event.type == EventType.TASK_OUTPUT_CHUNK:
-                    yield _frame(event.to_message(), with_id=False)
-                    continue
-                if event.seq is not None and event.seq <= last:
-                    continue
-                last = event.seq or last
-                yield _frame(event.to_message())
-                if event.type in FINAL_EVENTS:
+                subscription.behind = False
+                subscription.drop_queued()
+                rows, status = await catch_up(last)
+                for row in rows:
+                    last = row.seq
+                    yield _frame(_log_message(row, workflow_id))
+                    if row.event in _FINAL_NAMES:
+                        return
+                if status in FINISHED:
+                    # Its final event is at or before `last`: it was replayed before.
                     return
+                while not subscription.behind:
+                    try:
+                        event = await asyncio.wait_for(subscription.queue.get(), CATCH_UP_SECONDS)
+                    except TimeoutError:
+                        break  # quiet for a while: the log says whether events were missed
+                    if event.is_chunk:
+                        yield _frame(event.to_message(), with_id=False)
+                        continue
+                    if event.seq is not None and event.seq <= last:
+                        continue
+                    last = event.seq or last
+                    yield _frame(event.to_message())
+                    if event.type in FINAL_EVENTS:
+                        return
         finally:
             unsubscribe()
 
     return EventSourceResponse(events(), ping=15, headers={"Cache-Control": "no-cache"})
+
+
+class _LiveEvents:
+    """A stream's bounded queue of live events. When it overflows (the client reads slower
+    than the run produces) the subscription is marked behind and stops queueing: the stream
+    then re-reads the persisted log from its last seq and goes on live. Streamed chunks that
+    did not fit are gone (they are never persisted)."""
+
+    def __init__(self, execution_id: int, stream: bool) -> None:
+        self.execution_id = execution_id
+        self.stream = stream
+        self.queue: asyncio.Queue[Event] = asyncio.Queue(LIVE_QUEUE_SIZE)
+        self.behind = False
+
+    def offer(self, event: Event) -> None:
+        if self.behind or event.execution_id != self.execution_id:
+            return
+        if event.is_chunk and not self.stream:
+            return
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.behind = True
+
+    def drop_queued(self) -> None:
+        while not self.queue.empty():
+            self.queue.get_nowait()
