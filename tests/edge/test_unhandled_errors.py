@@ -24,19 +24,23 @@ async def test_a_500_keeps_the_keep_alive_connection(tmp_path: Path, stub: StubS
     server = LiveServer(live_env(url, stub)).start()
     engine = create_async_engine(url)
     try:
-        with httpx.Client(base_url=server.base_url, timeout=30) as http:
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=30) as http:
             ports = []
-            response = http.get("/api/v1/agents/")
+            response = await http.get("/api/v1/agents/")
             ports.append(local_port(response))
             async with refusing_trigger(engine, "sqlite", "agents", "INSERT"):
-                failed = http.post("/api/v1/agents/", json={"name": "A", "role": "r", "goal": "g"})
+                failed = await http.post(
+                    "/api/v1/agents/", json={"name": "A", "role": "r", "goal": "g"}
+                )
                 ports.append(local_port(failed))
             assert_error(failed, 500, "INTERNAL_ERROR")
             for _ in range(3):
-                response = http.get("/api/v1/agents/")
+                response = await http.get("/api/v1/agents/")
                 ports.append(local_port(response))
                 assert response.status_code == 200, response.text
-            created = http.post("/api/v1/agents/", json={"name": "A", "role": "r", "goal": "g"})
+            created = await http.post(
+                "/api/v1/agents/", json={"name": "A", "role": "r", "goal": "g"}
+            )
             ports.append(local_port(created))
             assert created.status_code == 201, created.text
         assert len(set(ports)) == 1, ports
