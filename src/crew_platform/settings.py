@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     rate_limit_ws: str = "5/minute"
     trusted_proxies: str = ""
     rate_limit_key_prefix: str = "crew_platform"
+    rate_limit_store_retry_seconds: float = Field(default=5.0, gt=0)
+    """While Redis is unreachable the rate limits count in memory; how often Redis is tried
+    again."""
 
     ws_queue_size: int = Field(default=1000, ge=1)
     ws_ping_interval_seconds: float = Field(default=20.0, gt=0)
