@@ -47,7 +47,7 @@ def configure_logging(log_level: str) -> None:
     call) only at debug level. uvicorn's access log is HTTP_ACCESS_LOG (`serve`)."""
     logging.basicConfig(level=log_level.upper())
     if log_level.lower() != "debug":
-        for name in ("httpx", "httpcore", "openai"):
+        for name in ("httpx", "httpx2", "httpcore", "openai"):
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
