@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -39,8 +40,12 @@ async def wait_for_execution(
 class LiveServer:
     """`crew-platform serve` in its own process, as a user runs it."""
 
-    def __init__(self, env: dict[str, str], port: int | None = None) -> None:
+    def __init__(
+        self, env: dict[str, str], port: int | None = None, log_path: Path | None = None
+    ) -> None:
+        """`log_path`: the server's stdout and stderr go to that file (else stderr is piped)."""
         self.port = port or free_port()
+        self.log_path = log_path
         self.env = {**os.environ, **env, "PORT": str(self.port), "HOST": "127.0.0.1"}
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -49,12 +54,15 @@ class LiveServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> LiveServer:
+        log = self.log_path.open("wb") if self.log_path else None
         self.process = subprocess.Popen(
             [sys.executable, "-m", "crew_platform.cli", "serve", "--migrate"],
             env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stdout=log or subprocess.DEVNULL,
+            stderr=log or subprocess.PIPE,
         )
+        if log:
+            log.close()  # the server holds its own copy
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

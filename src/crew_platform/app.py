@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -40,6 +40,24 @@ def rate_limited(settings: Settings) -> bool:
     return not (limit_is_off(settings.rate_limit_api) and limit_is_off(settings.rate_limit_ws))
 
 
+class StartupFailed(RuntimeError):
+    """A step of start-up failed; the message names the step and the setting behind it."""
+
+
+@contextlib.contextmanager
+def _startup_step(what: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:
+        raise StartupFailed(f"start-up failed {what}: {exc}") from exc
+
+
+async def _cancelled(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def _warm_up_later(gateway: LLMGateway) -> None:
     await asyncio.sleep(SDK_WARM_UP_DELAY_SECONDS)
     await gateway.warm_up()
@@ -55,42 +73,42 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_engine(settings)
-        sessionmaker = create_sessionmaker(engine)
-        reads = create_reads(settings, engine)
-        bus = create_bus(settings)
-        await bus.start()
-        gateway = LLMGateway(settings)
-        dispatcher = Dispatcher(
-            ExecutionRunner(sessionmaker, bus, gateway),
-            sessionmaker,
-            max_running=settings.execution_max_concurrency,
-        )
-        hub = Hub(bus, settings.ws_queue_size)
-        hub.start()
-        app.state.settings = settings
-        app.state.engine = engine
-        app.state.sessionmaker = sessionmaker
-        app.state.reads = reads
-        app.state.bus = bus
-        app.state.gateway = gateway
-        app.state.dispatcher = dispatcher
-        app.state.hub = hub
-        warm_up = asyncio.create_task(_warm_up_later(gateway), name="llm-sdk-warm-up")
-        app.state.sdk_warm_up = warm_up
-        await dispatcher.recover()
-        try:
+        # Whatever start-up opened is closed in reverse order, also when a later step fails.
+        async with contextlib.AsyncExitStack() as stack:
+            engine = create_engine(settings)
+            stack.push_async_callback(engine.dispose)
+            sessionmaker = create_sessionmaker(engine)
+            reads = create_reads(settings, engine)
+            stack.push_async_callback(reads.close)
+            bus = create_bus(settings)
+            stack.push_async_callback(bus.stop)  # also releases what a failed start() opened
+            with _startup_step("connecting to the event bus (REDIS_URL)"):
+                await bus.start()
+            gateway = LLMGateway(settings)
+            stack.push_async_callback(gateway.aclose)
+            dispatcher = Dispatcher(
+                ExecutionRunner(sessionmaker, bus, gateway),
+                sessionmaker,
+                max_running=settings.execution_max_concurrency,
+            )
+            hub = Hub(bus, settings.ws_queue_size)
+            hub.start()
+            stack.callback(hub.stop)
+            stack.push_async_callback(dispatcher.shutdown)
+            app.state.settings = settings
+            app.state.engine = engine
+            app.state.sessionmaker = sessionmaker
+            app.state.reads = reads
+            app.state.bus = bus
+            app.state.gateway = gateway
+            app.state.dispatcher = dispatcher
+            app.state.hub = hub
+            warm_up = asyncio.create_task(_warm_up_later(gateway), name="llm-sdk-warm-up")
+            stack.push_async_callback(_cancelled, warm_up)
+            app.state.sdk_warm_up = warm_up
+            with _startup_step("recovering executions from the database (DATABASE_URL)"):
+                await dispatcher.recover()
             yield
-        finally:
-            warm_up.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await warm_up
-            await dispatcher.shutdown()
-            hub.stop()
-            await gateway.aclose()
-            await bus.stop()
-            await reads.close()
-            await engine.dispose()
 
     app = FastAPI(
         title="Crew Platform",

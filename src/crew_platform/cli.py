@@ -42,8 +42,19 @@ def _load_app() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
 
 
+def configure_logging(log_level: str) -> None:
+    """One line per event worth reading: the HTTP clients' line per request (one per model
+    call) only at debug level. uvicorn's access log is HTTP_ACCESS_LOG (`serve`)."""
+    logging.basicConfig(level=log_level.upper())
+    if log_level.lower() != "debug":
+        for name in ("httpx", "httpx2", "httpcore", "openai"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def serve(host: str | None, port: int | None, reload: bool) -> None:
     import uvicorn
+
+    from crew_platform.edge.header_timeout import HeaderTimeoutProtocol
 
     settings = get_settings()
     if not reload:  # with --reload the app is imported by the reloader's child process
@@ -55,6 +66,8 @@ def serve(host: str | None, port: int | None, reload: bool) -> None:
         port=port or settings.port,
         reload=reload,
         log_level=settings.log_level,
+        access_log=settings.http_access_log,
+        http=HeaderTimeoutProtocol,
         ws_per_message_deflate=settings.ws_compression,
         timeout_keep_alive=settings.http_keep_alive_seconds,
         # Only TRUSTED_PROXIES may set the client address; uvicorn would trust 127.0.0.1.
@@ -73,10 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     serve_cmd.add_argument("--migrate", action="store_true", help="migrate before serving")
     sub.add_parser("migrate", help="apply database migrations up to head")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=get_settings().log_level.upper())
-    if logging.getLogger().level > logging.DEBUG:
-        for client in ("httpx", "httpx2"):  # a line per model call otherwise
-            logging.getLogger(client).setLevel(logging.WARNING)
+    configure_logging(get_settings().log_level)
     if args.command == "migrate":
         migrate()
     elif args.command == "serve":

@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     uvicorn's 5 s default raced httpx's 5 s and a busy client sometimes sent a request on a
     connection the server had just closed (a ReadError on a POST, which is not retried)."""
 
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0)
+    """A connection whose request line and headers have not all arrived this long after it
+    opened (or after the request's first byte, on a keep-alive connection) is closed."""
+    http_access_log: bool = False
+    """uvicorn's line per request; off by default (one line per request drowns the run log)."""
+
     redis_url: str | None = None
     events_channel_prefix: str | None = None
     """Redis channel prefix of this deployment's events (channel `<prefix>:events`). Default: a
@@ -61,6 +67,9 @@ class Settings(BaseSettings):
     rate_limit_ws: str = "5/minute"
     trusted_proxies: str = ""
     rate_limit_key_prefix: str = "crew_platform"
+    rate_limit_store_retry_seconds: float = Field(default=5.0, gt=0)
+    """While Redis is unreachable the rate limits count in memory; how often Redis is tried
+    again."""
 
     ws_queue_size: int = Field(default=1000, ge=1)
     ws_ping_interval_seconds: float = Field(default=20.0, gt=0)

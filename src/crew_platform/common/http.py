@@ -1,8 +1,13 @@
-"""HTTP glue shared by the feature routers: error envelope, pagination, collection routes."""
+"""HTTP glue shared by the feature routers: error envelope, pagination, collection routes.
+
+Every error response of the service is built here: the exception handlers below, and
+`error_response` for the pure-ASGI middlewares (body limit, rate limit), which answer before
+FastAPI's handlers could see an exception."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -12,9 +17,10 @@ from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, Field, WithJsonSchema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from crew_platform.common.types import MAX_ID
-from crew_platform.errors import NotFound, PlatformError
+from crew_platform.errors import InvalidJSON, NotFound, PlatformError, ValidationFailed
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +95,14 @@ def envelope(
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def error_response(error: PlatformError, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """The envelope of a typed error. Also an ASGI app: a middleware answers with
+    `await error_response(error)(scope, receive, send)`, on HTTP or as a WebSocket denial."""
+    return envelope(
+        error.status_code, error.code, error.message, error.details, dict(headers or {})
+    )
+
+
 def _field_name(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc]
     if parts and parts[0] in ("body", "query", "path", "header", "cookie"):
@@ -106,39 +120,34 @@ async def _validation_handler(_: Request, exc: Exception) -> JSONResponse:
     errors = exc.errors()
     if any(err.get("type") == "json_invalid" for err in errors):
         err = next(e for e in errors if e.get("type") == "json_invalid")
-        return envelope(
-            400,
-            "INVALID_JSON",
-            "Request body is not valid JSON",
-            {"reason": str(err.get("ctx", {}).get("error", "invalid JSON"))},
-        )
+        reason = str(err.get("ctx", {}).get("error", "invalid JSON"))
+        return error_response(InvalidJSON("Request body is not valid JSON", {"reason": reason}))
     fields: dict[str, str] = {}
     for err in errors:
         name = _field_name(tuple(err.get("loc", ())))
         fields.setdefault(name, _message(err))
     problems = "; ".join(f"{k}: {v}" for k, v in fields.items())
-    return envelope(
-        422,
-        "VALIDATION_ERROR",
-        f"Invalid request: {problems}",
-        {
-            "fields": fields,
-            "errors": [
-                {
-                    "field": _field_name(tuple(e.get("loc", ()))),
-                    "message": _message(e),
-                    "type": e.get("type"),
-                }
-                for e in errors
-            ],
-        },
+    return error_response(
+        ValidationFailed(
+            f"Invalid request: {problems}",
+            {
+                "fields": fields,
+                "errors": [
+                    {
+                        "field": _field_name(tuple(e.get("loc", ()))),
+                        "message": _message(e),
+                        "type": e.get("type"),
+                    }
+                    for e in errors
+                ],
+            },
+        )
     )
 
 
 async def _platform_handler(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, PlatformError)
-    headers = getattr(exc, "headers", None)
-    return envelope(exc.status_code, exc.code, exc.message, exc.details, headers)
+    return error_response(exc)
 
 
 async def _http_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -172,16 +181,55 @@ def _allowed_methods(request: Request) -> list[str]:
     return allowed
 
 
+def _internal_error() -> PlatformError:
+    return PlatformError("The server hit an unexpected error")
+
+
 async def _unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return envelope(500, "INTERNAL_ERROR", "The server hit an unexpected error", {})
+    return error_response(_internal_error())
+
+
+class UnhandledErrorMiddleware:
+    """Answers an exception that escaped a route with the 500 envelope, and ends it there.
+
+    Starlette's `ServerErrorMiddleware` also answers 500, but then re-raises to the server, and
+    uvicorn closes the client's keep-alive connection on it; the client's next request on that
+    connection then fails. An exception raised after the response started cannot be answered
+    and still propagates (the server has to cut that response short)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            if started:
+                raise
+            log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
+            await error_response(_internal_error())(scope, receive, send)
 
 
 def install_error_handlers(app: FastAPI) -> None:
+    """Exception handlers, and the innermost middleware: call it before `add_middleware`, so
+    that a route's unexpected error is answered inside the other middlewares (a 500 still
+    carries rate-limit headers); the `Exception` handler covers what fails outside it."""
     app.add_exception_handler(RequestValidationError, _validation_handler)
     app.add_exception_handler(PlatformError, _platform_handler)
     app.add_exception_handler(StarletteHTTPException, _http_handler)
     app.add_exception_handler(Exception, _unexpected_handler)
+    app.add_middleware(UnhandledErrorMiddleware)
 
 
 @dataclass(frozen=True)

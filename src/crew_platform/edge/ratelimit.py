@@ -1,25 +1,29 @@
 """Per-IP rate limits on the API and on WebSocket handshakes, built on the `limits` library.
 
 Counted in memory by default, in Redis when REDIS_URL is set (processes share one budget).
-The client address is the socket peer; X-Forwarded-For is believed only from TRUSTED_PROXIES.
+While Redis is unreachable each process counts in memory instead (`limits` has no fallback of
+its own): the outage and its end are logged once each, and Redis is tried again every
+RATE_LIMIT_STORE_RETRY_SECONDS. The client address is the socket peer; X-Forwarded-For is
+believed only from TRUSTED_PROXIES.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from limits import RateLimitItem, parse
-from limits.aio.storage import Storage
+from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 from limits.storage import storage_from_string
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from crew_platform.common.http import error_response
+from crew_platform.errors import RateLimited
 from crew_platform.settings import Settings, limit_is_off
 
 log = logging.getLogger(__name__)
@@ -51,15 +55,35 @@ class Verdict:
     reset_at: int
     retry_after: int
 
-    def headers(self) -> list[tuple[bytes, bytes]]:
-        values = [
-            (b"x-ratelimit-limit", str(self.limit)),
-            (b"x-ratelimit-remaining", str(self.remaining)),
-            (b"x-ratelimit-reset", str(self.reset_at)),
-        ]
+    def headers(self) -> dict[str, str]:
+        values = {
+            "x-ratelimit-limit": str(self.limit),
+            "x-ratelimit-remaining": str(self.remaining),
+            "x-ratelimit-reset": str(self.reset_at),
+        }
         if not self.allowed:
-            values.append((b"retry-after", str(self.retry_after)))
-        return [(k, v.encode()) for k, v in values]
+            values["retry-after"] = str(self.retry_after)
+        return values
+
+    def refusal(self, what: str) -> RateLimited:
+        return RateLimited(
+            f"Too many {what}; retry in {self.retry_after} s",
+            {"limit": self.limit, "retry_after": self.retry_after, "reset": self.reset_at},
+        )
+
+
+def _redis_options() -> dict[str, Any]:
+    """One quick retry (a pooled connection may predate a Redis restart), not redis-py's default
+    of ten with backoff: while Redis is down, the request that probes it should not wait
+    seconds. Imported here: without REDIS_URL, redis is not loaded."""
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    return {
+        "socket_connect_timeout": 1.0,
+        "socket_timeout": 1.0,
+        "retry": Retry(NoBackoff(), retries=1),
+    }
 
 
 class RateLimits:
@@ -68,17 +92,19 @@ class RateLimits:
         self.ws = parse_limit(settings.rate_limit_ws)
         self._trusted = parse_networks(settings.trusted_proxies)
         self._prefix = settings.rate_limit_key_prefix
-        self.storage = cast(
-            Storage,
-            (
-                storage_from_string(
-                    "async+" + settings.redis_url, implementation="redispy", key_prefix=self._prefix
-                )
-                if settings.redis_url
-                else storage_from_string("async+memory://")
-            ),
-        )
-        self._limiter = MovingWindowRateLimiter(self.storage)
+        self._local = MovingWindowRateLimiter(MemoryStorage())
+        self._shared: MovingWindowRateLimiter | None = None
+        if settings.redis_url:
+            storage = storage_from_string(
+                "async+" + settings.redis_url,
+                implementation="redispy",
+                key_prefix=self._prefix,
+                **_redis_options(),
+            )
+            self._shared = MovingWindowRateLimiter(cast(Storage, storage))
+        self._retry_seconds = settings.rate_limit_store_retry_seconds
+        self._shared_down = False
+        self._next_try = 0.0
 
     def client_ip(self, scope: Scope) -> str:
         peer = (scope.get("client") or ("unknown", 0))[0]
@@ -101,16 +127,43 @@ class RateLimits:
         return any(ip in network for network in self._trusted)
 
     async def check(self, item: RateLimitItem, kind: str, client: str) -> Verdict:
-        try:
-            allowed = await self._limiter.hit(item, self._prefix, kind, client)
-            stats = await self._limiter.get_window_stats(item, self._prefix, kind, client)
-        except Exception:
-            # The limiter's store being down must not take the API down with it.
-            log.warning("rate limit store unavailable; letting the request through", exc_info=True)
-            return Verdict(True, item.amount, item.amount, int(time.time()), 0)
-        reset_at = math.ceil(stats.reset_time)
-        retry_after = max(1, math.ceil(stats.reset_time - time.time()))
-        return Verdict(allowed, item.amount, max(0, stats.remaining), reset_at, retry_after)
+        if self._shared is not None and self._may_try_shared():
+            try:
+                verdict = await _count(self._shared, item, self._prefix, kind, client)
+            except Exception as exc:
+                self._shared_failed(exc)
+            else:
+                self._shared_answered()
+                return verdict
+        return await _count(self._local, item, self._prefix, kind, client)
+
+    def _may_try_shared(self) -> bool:
+        if not self._shared_down:
+            return True
+        now = time.monotonic()
+        if now < self._next_try:
+            return False
+        self._next_try = now + self._retry_seconds  # one probe at a time, not every request
+        return True
+
+    def _shared_failed(self, exc: Exception) -> None:
+        self._next_try = time.monotonic() + self._retry_seconds
+        if not self._shared_down:
+            self._shared_down = True
+            log.warning("rate-limit store unreachable, counting in memory (%s)", exc)
+
+    def _shared_answered(self) -> None:
+        if self._shared_down:
+            self._shared_down = False
+            log.warning("rate-limit store reachable again, counting in it")
+
+
+async def _count(limiter: MovingWindowRateLimiter, item: RateLimitItem, *keys: str) -> Verdict:
+    allowed = await limiter.hit(item, *keys)
+    stats = await limiter.get_window_stats(item, *keys)
+    reset_at = math.ceil(stats.reset_time)
+    retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+    return Verdict(allowed, item.amount, max(0, stats.remaining), reset_at, retry_after)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -122,20 +175,6 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 def _is_exempt(path: str) -> bool:
     return any(path == p or path.startswith(p + "/") for p in EXEMPT_PREFIXES)
-
-
-def _refusal_body(verdict: Verdict, what: str) -> bytes:
-    return json.dumps(
-        {
-            "error": "RATE_LIMITED",
-            "message": f"Too many {what}; retry in {verdict.retry_after} s",
-            "details": {
-                "limit": verdict.limit,
-                "retry_after": verdict.retry_after,
-                "reset": verdict.reset_at,
-            },
-        }
-    ).encode()
 
 
 class RateLimitMiddleware:
@@ -154,24 +193,15 @@ class RateLimitMiddleware:
     async def _http(self, scope: Scope, receive: Receive, send: Send, item: RateLimitItem) -> None:
         verdict = await self.limits.check(item, "api", self.limits.client_ip(scope))
         if not verdict.allowed:
-            body = _refusal_body(verdict, "requests")
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 429,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                        *verdict.headers(),
-                    ],
-                }
+            await error_response(verdict.refusal("requests"), verdict.headers())(
+                scope, receive, send
             )
-            await send({"type": "http.response.body", "body": body})
             return
+        extra = [(k.encode(), v.encode()) for k, v in verdict.headers().items()]
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *verdict.headers()]
+                message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
         await self.app(scope, receive, with_headers)
@@ -187,19 +217,8 @@ class RateLimitMiddleware:
         if message["type"] != "websocket.connect":
             return
         if "websocket.http.response" in scope.get("extensions", {}):
-            body = _refusal_body(verdict, "WebSocket connections")
-            await send(
-                {
-                    "type": "websocket.http.response.start",
-                    "status": 429,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(body)).encode()),
-                        *verdict.headers(),
-                    ],
-                }
-            )
-            await send({"type": "websocket.http.response.body", "body": body})
+            refusal = error_response(verdict.refusal("WebSocket connections"), verdict.headers())
+            await refusal(scope, receive, send)
         else:
             await send(
                 {
