@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import traceback
 from typing import Any
 
 import httpx
@@ -10,6 +11,9 @@ import pytest
 
 from crew_platform.devtools.llm_stub import StubServer
 from crew_platform.events.types import Event, EventType
+from crew_platform.llm.errors import LLMError
+from crew_platform.llm.gateway import LLMGateway
+from crew_platform.settings import Settings
 from tests.conftest import make_settings
 from tests.flows import API, execute, make_agent, pipeline, running_app
 from tests.support import wait_for_execution
@@ -122,3 +126,26 @@ async def test_a_key_in_a_broken_stream_is_redacted_too(
     assert ECHOED_KEY not in response.text
     assert "model call to cerebras attempt 1/3 failed" in caplog.text
     assert ECHOED_KEY not in caplog.text
+
+
+async def test_a_logged_traceback_of_the_error_holds_no_key(
+    settings: Settings, stub: StubServer
+) -> None:
+    """The typed error does not chain the SDK's exception, whose text is the provider's raw
+    answer: `log.exception` anywhere up the stack cannot print the key."""
+    gateway = LLMGateway(settings)
+    stub.script(unauthorized(ECHOED_KEY))
+    try:
+        with pytest.raises(LLMError) as caught:
+            await gateway.complete(
+                model="llama3.1-8b",
+                messages=[{"role": "user", "content": "hi"}],
+                temperature=0.5,
+                top_p=1.0,
+                max_tokens=16,
+            )
+    finally:
+        await gateway.aclose()
+    printed = "".join(traceback.format_exception(caught.value))
+    assert "401" in printed
+    assert ECHOED_KEY not in printed

@@ -173,14 +173,15 @@ class LLMGateway:
                     result = await _attempt(client, body, on_chunk, attempt)
                 except openai.APIError as exc:
                     if attempt == attempts or not _retryable(exc):
-                        raise await self._refused(ref, exc, attempt) from exc
+                        # `from None`: the provider's exception holds its raw, unredacted text.
+                        raise await self._refused(ref, exc, attempt) from None
                     failure: Exception = exc
                 except BrokenStream as exc:
                     if attempt == attempts:
                         raise LLMError(
                             self.redact(f"Model call failed after {attempt} attempt(s): {exc}"),
                             {"provider": ref.provider, "model": ref.model},
-                        ) from exc
+                        ) from None
                     failure = exc
                 else:
                     result.attempts = attempt
@@ -255,7 +256,7 @@ class LLMGateway:
             raise LLMError(
                 f"Could not list models of {provider}: {self.redact(_describe(exc))}",
                 {"provider": provider},
-            ) from exc
+            ) from None
         cache.models = [ModelInfo(m.id, provider, getattr(m, "owned_by", None)) for m in page.data]
         cache.fetched_at = time.monotonic()
         return cache.models
