@@ -12,6 +12,9 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from crew_platform.agents.router import router as agents_router
+from crew_platform.catalog.router import router as models_router
+from crew_platform.catalog.schemas import Health
+from crew_platform.catalog.service import health as health_of
 from crew_platform.common.http import install_error_handlers
 from crew_platform.db import create_engine, create_sessionmaker
 from crew_platform.edge.body_limit import BodyLimitMiddleware
@@ -19,7 +22,6 @@ from crew_platform.engine import Dispatcher, ExecutionRunner
 from crew_platform.events.bus import create_bus
 from crew_platform.executions.router import router as executions_router
 from crew_platform.llm.gateway import LLMGateway
-from crew_platform.llm.router import router as models_router
 from crew_platform.reads import create_reads
 from crew_platform.realtime.hub import Hub
 from crew_platform.realtime.sse import router as sse_router
@@ -133,10 +135,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ):
         app.include_router(router)
 
-    @app.get("/health", tags=["health"], summary="Liveness and database check")
-    async def health() -> dict[str, str]:
+    @app.get("/health", tags=["health"], summary="Liveness, database and providers check")
+    async def health() -> Health:
+        """`providers` says which model providers have a key and where they are called; it
+        never shows a key."""
         async with app.state.sessionmaker() as session:
             await session.execute(text("SELECT 1"))
-        return {"status": "ok"}
+        return health_of(app.state.gateway)
 
     return app

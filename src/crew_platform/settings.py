@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./data/crew_platform.db"
@@ -25,9 +25,9 @@ class Settings(BaseSettings):
     port: int = 8000
     log_level: str = "info"
 
-    cerebras_api_key: str | None = None
+    cerebras_api_key: SecretStr | None = None
     cerebras_base_url: str = CEREBRAS_CLOUD_URL
-    openai_api_key: str | None = None
+    openai_api_key: SecretStr | None = None
     openai_base_url: str | None = None
     default_model: str = "llama-4-maverick-17b-128e-instruct"
     llm_max_concurrency: int = Field(default=64, ge=1)

@@ -12,7 +12,9 @@ Admin API (not part of OpenAI's):
     GET  /_requests the chat requests received, newest last
     POST /_reset    forget scripts, requests and config
     POST /_open     {"gate": "name"} let the requests held at that gate go on
-Reply fields: content, latency, status, headers, body, fault ("drop" | "malformed" | "hang"),
+Reply fields: content, latency, status, headers, body,
+              fault ("drop" | "malformed" | "hang" | "error": half way, a chunk carrying
+              `{"error": {"message": error}}`, as providers report a failure mid-stream), error,
               match (substring of the last user message), prefix (the last user message
               starts with it), model (only for this model),
               chunk_delay (seconds between chunks), usage (false to omit the usage report, or
@@ -321,6 +323,10 @@ async def _stream(
             raise ConnectionResetError("stub: connection dropped mid-stream on purpose")
         if reply.get("fault") == "malformed" and i >= max(1, len(pieces) // 2):
             yield b"data: {this is not json\n\n"
+            return
+        if reply.get("fault") == "error" and i >= max(1, len(pieces) // 2):
+            failure = {"error": {"message": str(reply.get("error", "stub: failed mid-stream"))}}
+            yield f"data: {json.dumps(failure)}\n\n".encode()
             return
         if delay:
             await asyncio.sleep(delay)

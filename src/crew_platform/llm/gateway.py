@@ -1,24 +1,37 @@
 """The one way the platform talks to models: OpenAI-compatible clients per provider.
 
-Transport retries (429 with Retry-After, 5xx, timeouts, refused connections) are the SDK's own;
-on top of that a stream that breaks after it started (dropped, malformed, truncated) is retried
-from scratch, with backoff. Both use LLM_MAX_RETRIES.
+Retries are ours alone (the SDK's `max_retries` is 0), so one call sends at most
+`LLM_MAX_RETRIES + 1` requests whatever fails: 408/409/429 (honouring Retry-After) and 5xx
+answers, timeouts, refused connections, and a stream that breaks after it started (dropped,
+malformed, truncated) all spend the same budget. A call waiting out its backoff gives its
+`LLM_MAX_CONCURRENCY` slot back meanwhile.
+
+Whatever a provider says is passed through `redact` before it becomes an error or a log line.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import email.utils
 import json
 import logging
+import math
+import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from crew_platform.llm.errors import LLMError, LLMNotConfigured, ModelNotFound
-from crew_platform.llm.registry import ModelRef, ProviderConfig, provider_configs, resolve
+from crew_platform.llm.redact import redact
+from crew_platform.llm.registry import (
+    ModelRef,
+    ProviderConfig,
+    configured_keys,
+    provider_configs,
+    resolve,
+)
 from crew_platform.settings import Settings
 
 if TYPE_CHECKING:
@@ -34,6 +47,13 @@ def sdk() -> ModuleType:
 
     return openai
 
+
+RETRYABLE_STATUSES = frozenset({408, 409, 429})
+"""Besides every 5xx: the statuses worth asking again (as the SDK's own retries did)."""
+MAX_RETRY_AFTER_SECONDS = 60.0
+"""A Retry-After beyond this is not waited out: the usual backoff applies instead."""
+FIRST_BACKOFF_SECONDS = 0.25
+MAX_BACKOFF_SECONDS = 4.0
 
 ChunkSink = Callable[[str, int], Awaitable[None]]
 """Receives each streamed piece of text and the call attempt it belongs to (1, 2, ...)."""
@@ -75,6 +95,13 @@ class LLMGateway:
         self._clients: dict[str, AsyncOpenAI] = {}
         self._slots = asyncio.Semaphore(settings.llm_max_concurrency)
         self._model_cache: dict[str, _ModelCache] = {}
+        self._secrets = configured_keys(settings)
+        if not self._secrets:
+            log.warning(
+                "No model provider is configured: set CEREBRAS_API_KEY (and CEREBRAS_BASE_URL "
+                "to use another OpenAI-compatible server) or OPENAI_API_KEY; model calls fail "
+                "until then, everything else is served"
+            )
 
     async def warm_up(self) -> None:
         """Load the SDK in a worker thread after start-up, so the first model call is fast."""
@@ -87,7 +114,7 @@ class LLMGateway:
 
     def _client(self, provider: str) -> AsyncOpenAI:
         config = self._providers[provider]
-        if not config.api_key:
+        if not config.key:
             raise LLMNotConfigured(
                 f"No API key for provider {provider!r}: set {config.key_variable}",
                 {"provider": provider, "variable": config.key_variable},
@@ -95,10 +122,10 @@ class LLMGateway:
         client = self._clients.get(provider)
         if client is None:
             client = sdk().AsyncOpenAI(
-                api_key=config.api_key,
+                api_key=config.key,
                 base_url=config.base_url,
                 timeout=self._settings.llm_timeout_seconds,
-                max_retries=self._settings.llm_max_retries,
+                max_retries=0,
             )
             self._clients[provider] = client
         return client
@@ -109,6 +136,10 @@ class LLMGateway:
 
     def providers(self) -> list[ProviderConfig]:
         return list(self._providers.values())
+
+    def redact(self, text: str) -> str:
+        """`text` without the configured keys or anything shaped like a credential."""
+        return redact(text, self._secrets)
 
     async def complete(
         self,
@@ -123,78 +154,80 @@ class LLMGateway:
         ref = resolve(model)
         client = self._client(ref.provider)
         openai = sdk()
-        import httpx2  # the SDK's HTTP client, loaded with it
-
+        body = {
+            "model": ref.model,
+            "messages": list(messages),
+            "temperature": temperature,
+            "top_p": top_p,
+            "max_tokens": max_tokens,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
         attempts = self._settings.llm_max_retries + 1
-        async with self._slots:
-            for attempt in range(1, attempts + 1):
-                async with contextlib.AsyncExitStack() as stack:
-                    # Opening the stream: the SDK has already retried 429/5xx/timeouts/refused
-                    # connections (honouring Retry-After) when it gives up, so nothing is
-                    # retried again here. The SDK's generic `post` sends our plain JSON body
-                    # as it is (`chat.completions.create` re-validates every message first)
-                    # and hands back the raw streamed response.
-                    try:
-                        response = await client.post(
-                            "/chat/completions",
-                            cast_to=httpx2.Response,
-                            body={
-                                "model": ref.model,
-                                "messages": list(messages),
-                                "temperature": temperature,
-                                "top_p": top_p,
-                                "max_tokens": max_tokens,
-                                "stream": True,
-                                "stream_options": {"include_usage": True},
-                            },
-                            stream=True,
-                        )
-                    except openai.APIError as exc:
-                        raise await self._refused(ref, exc) from exc
-                    stack.push_async_callback(response.aclose)
-                    # Reading it: a stream that breaks after it started (dropped connection,
-                    # malformed or truncated chunks) is retried from scratch, with backoff.
-                    try:
-                        result = await _read(response.aiter_bytes(), on_chunk, attempt)
-                        result.attempts = attempt
-                        return result
-                    except BrokenStream as exc:
-                        if attempt == attempts:
-                            raise LLMError(
-                                f"Model call failed after {attempt} attempt(s): {exc}",
-                                {"provider": ref.provider, "model": ref.model},
-                            ) from exc
-                        log.warning("model call attempt %d failed: %s", attempt, exc)
-                await asyncio.sleep(min(0.25 * 2 ** (attempt - 1), 4.0))
+        delay = 0.0
+        for attempt in range(1, attempts + 1):
+            if attempt > 1:
+                await asyncio.sleep(delay)
+            async with self._slots:
+                try:
+                    result = await _attempt(client, body, on_chunk, attempt)
+                except openai.APIError as exc:
+                    if attempt == attempts or not _retryable(exc):
+                        # `from None`: the provider's exception holds its raw, unredacted text.
+                        raise await self._refused(ref, exc, attempt) from None
+                    failure: Exception = exc
+                except BrokenStream as exc:
+                    if attempt == attempts:
+                        raise LLMError(
+                            self.redact(f"Model call failed after {attempt} attempt(s): {exc}"),
+                            {"provider": ref.provider, "model": ref.model},
+                        ) from None
+                    failure = exc
+                else:
+                    result.attempts = attempt
+                    return result
+            delay = _backoff(failure, attempt)
+            log.warning(
+                "model call to %s attempt %d/%d failed, retrying in %.2fs: %s",
+                ref.provider,
+                attempt,
+                attempts,
+                delay,
+                self.redact(_describe(failure)),
+            )
         raise AssertionError("unreachable")
 
-    async def _refused(self, ref: ModelRef, exc: openai.APIError) -> LLMError:
-        """The typed error for a call that never got a stream going."""
+    async def _refused(self, ref: ModelRef, exc: openai.APIError, attempt: int) -> LLMError:
+        """The typed error for a call whose last attempt never got a stream going."""
         openai = sdk()
-        details = {"provider": ref.provider, "model": ref.model}
+        details: dict[str, Any] = {"provider": ref.provider, "model": ref.model}
+        tries = f"{attempt} attempt(s)"
         if isinstance(exc, openai.NotFoundError):
             return await self._model_not_found(ref, exc)
         if isinstance(exc, openai.APIStatusError):
-            return LLMError(
-                f"Model provider answered {exc.status_code}: {_short(exc.message)}",
-                details | {"status": exc.status_code},
-            )
-        tries = self._settings.llm_max_retries + 1
-        where = self._providers[ref.provider].base_url
+            status = exc.status_code
+            hint = ""
+            if status in (401, 403):
+                variable = self._providers[ref.provider].key_variable
+                hint = f" (authentication failed: check {variable})"
+            message = f"Model provider answered {status}{hint}: {self.redact(exc.message)}"
+            if attempt > 1:
+                message += f" (after {tries})"
+            return LLMError(_short(message, 400), details | {"status": status})
+        where = self.redact(self._providers[ref.provider].base_url or "")
         if isinstance(exc, openai.APITimeoutError):
             return LLMError(
                 f"Model call to {ref.provider} timed out after "
-                f"{self._settings.llm_timeout_seconds:g}s (LLM_TIMEOUT_SECONDS), "
-                f"{tries} attempt(s)",
+                f"{self._settings.llm_timeout_seconds:g}s (LLM_TIMEOUT_SECONDS), {tries}",
                 details,
             )
         if isinstance(exc, openai.APIConnectionError):
             return LLMError(
-                f"Could not connect to {ref.provider} at {where} after {tries} attempt(s): "
-                f"{_describe(exc)}",
+                f"Could not connect to {ref.provider} at {where} after {tries}: "
+                f"{self.redact(_describe(exc))}",
                 details | {"base_url": where},
             )
-        return LLMError(f"Model call failed: {_describe(exc)}", details)
+        return LLMError(f"Model call failed: {self.redact(_describe(exc))}", details)
 
     async def _model_not_found(self, ref: ModelRef, exc: Exception) -> ModelNotFound:
         try:
@@ -214,17 +247,74 @@ class LLMGateway:
             and time.monotonic() - cache.fetched_at < self._settings.models_cache_seconds
         ):
             return cache.models
-        client = self._client(provider)
+        # The chat calls retry on their own; this listing keeps the SDK's retries.
+        client = self._client(provider).with_options(max_retries=self._settings.llm_max_retries)
         openai = sdk()
         try:
             page = await client.models.list()
         except openai.APIError as exc:
             raise LLMError(
-                f"Could not list models of {provider}: {_describe(exc)}", {"provider": provider}
-            ) from exc
+                f"Could not list models of {provider}: {self.redact(_describe(exc))}",
+                {"provider": provider},
+            ) from None
         cache.models = [ModelInfo(m.id, provider, getattr(m, "owned_by", None)) for m in page.data]
         cache.fetched_at = time.monotonic()
         return cache.models
+
+
+async def _attempt(
+    client: AsyncOpenAI, body: Mapping[str, Any], on_chunk: ChunkSink | None, attempt: int
+) -> Completion:
+    """One request and its whole streamed answer.
+
+    The SDK's generic `post` sends our plain JSON body as it is (`chat.completions.create`
+    re-validates every message first) and hands back the raw streamed response.
+    """
+    import httpx2  # the SDK's HTTP client, loaded with it
+
+    response = await client.post(
+        "/chat/completions", cast_to=httpx2.Response, body=dict(body), stream=True
+    )
+    try:
+        return await _read(response.aiter_bytes(), on_chunk, attempt)
+    finally:
+        await response.aclose()
+
+
+def _retryable(exc: openai.APIError) -> bool:
+    openai = sdk()
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        return status in RETRYABLE_STATUSES or status >= 500
+    return isinstance(exc, openai.APIConnectionError)  # timeouts included
+
+
+def _backoff(failure: Exception, attempt: int) -> float:
+    """Seconds to wait before the next attempt: the provider's Retry-After when it gave a
+    sensible one, else exponential backoff with jitter."""
+    openai = sdk()
+    if isinstance(failure, openai.APIStatusError):
+        asked = _retry_after(failure.response.headers)
+        if asked is not None and 0 <= asked <= MAX_RETRY_AFTER_SECONDS:
+            return asked
+    ceiling = min(FIRST_BACKOFF_SECONDS * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS)
+    return ceiling * (1 - 0.25 * random.random())
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """`retry-after-ms`, else `retry-after` in seconds or as an HTTP date."""
+    for name, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) / divisor
+        except ValueError:
+            continue
+        return seconds if math.isfinite(seconds) else None
+    date = headers.get("retry-after")
+    parsed = email.utils.parsedate_tz(date) if date else None
+    return None if parsed is None else email.utils.mktime_tz(parsed) - time.time()
 
 
 async def _read(body: AsyncIterator[bytes], on_chunk: ChunkSink | None, attempt: int) -> Completion:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pydantic import SecretStr
+
 from crew_platform.settings import Settings
 
 CEREBRAS = "cerebras"
@@ -15,8 +17,18 @@ PROVIDERS = (CEREBRAS, OPENAI)
 class ProviderConfig:
     name: str
     base_url: str | None
-    api_key: str | None
+    api_key: SecretStr | None
     key_variable: str
+
+    @property
+    def key(self) -> str | None:
+        """The key's value, for the SDK client only; an empty one counts as none."""
+        value = self.api_key.get_secret_value() if self.api_key else ""
+        return value or None
+
+    @property
+    def configured(self) -> bool:
+        return self.key is not None
 
 
 @dataclass(frozen=True)
@@ -31,6 +43,11 @@ def resolve(model_name: str) -> ModelRef:
     if sep and prefix.lower() in PROVIDERS and rest:
         return ModelRef(prefix.lower(), rest)
     return ModelRef(CEREBRAS, model_name)
+
+
+def configured_keys(settings: Settings) -> list[str]:
+    """Every provider key's value: what redaction must never let through."""
+    return [key for config in provider_configs(settings).values() if (key := config.key)]
 
 
 def provider_configs(settings: Settings) -> dict[str, ProviderConfig]:

@@ -1,0 +1,1 @@
+"""What the configured model providers serve (`GET /api/v1/models`) and their state (`/health`)."""
