@@ -115,10 +115,15 @@ def test_docs_routes_stay_out_of_the_schema(server: LiveServer) -> None:
 
 
 @pytest.fixture
-async def limited_client(tmp_path: Path, sqlite_template: Path) -> AsyncIterator[httpx.AsyncClient]:
+def sqlite_url(tmp_path: Path, sqlite_template: Path) -> str:
     database = tmp_path / "crew.db"
     database.write_bytes(sqlite_template.read_bytes())
-    app = create_app(make_settings(f"sqlite+aiosqlite:///{database}", rate_limit_api="2/minute"))
+    return f"sqlite+aiosqlite:///{database}"
+
+
+@pytest.fixture
+async def limited_client(sqlite_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(make_settings(sqlite_url, rate_limit_api="2/minute"))
     async with LifespanManager(app):
         transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
