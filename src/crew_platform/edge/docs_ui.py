@@ -5,8 +5,8 @@ Google); a self-hosted install without internet then shows blank pages. The asse
 the `fastapi-offline` package's static folder, served as files (nothing is read at start-up).
 Its FastAPI subclass is not used: the pages are FastAPI's own HTML with local URLs.
 
-The asset URLs carry the package version, so a browser may keep them for a long time and an
-upgrade still reaches it. Everything lives under `/docs`, which the rate limit exempts.
+The asset URLs carry the package version, so browsers may keep them for a year: an upgrade of
+the package changes the URLs. The assets live under `/docs`, which the rate limit exempts.
 """
 
 from __future__ import annotations
