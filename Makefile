@@ -5,7 +5,7 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 VENV := .venv
 
-.PHONY: run test lint format typecheck migrate bench bench-smoke clean compile-src
+.PHONY: run test browser lint format typecheck migrate bench bench-smoke clean compile-src
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -43,7 +43,18 @@ run: compile-src
 migrate: $(RUN_STAMP)
 	$(UV) run --frozen --no-sync crew-platform migrate
 
-test: $(DEV_STAMP)
+# The offline /docs test drives Debian's chromium (not Playwright's download, which needs the
+# internet). Installed only where it is missing and we may: as root, with apt-get; else a no-op.
+browser:
+	@if ! command -v chromium >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] \
+		&& command -v apt-get >/dev/null 2>&1; then \
+		echo "Installing chromium (apt-get) for tests/test_docs_offline.py"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		{ apt-get update -qq && apt-get install -y -qq chromium; } \
+			>/dev/null || echo "chromium not installed: the browser test skips (fails under CI=true)"; \
+	fi
+
+test: browser $(DEV_STAMP)
 	$(UV) run --frozen --no-sync pytest $(PYTEST_ARGS)
 
 lint: $(DEV_STAMP)

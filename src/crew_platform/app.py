@@ -18,6 +18,7 @@ from crew_platform.catalog.service import health as health_of
 from crew_platform.common.http import install_error_handlers
 from crew_platform.db import create_engine, create_sessionmaker
 from crew_platform.edge.body_limit import BodyLimitMiddleware
+from crew_platform.edge.docs_ui import install_docs
 from crew_platform.engine import Dispatcher, ExecutionRunner
 from crew_platform.events.bus import create_bus
 from crew_platform.executions.router import router as executions_router
@@ -117,7 +118,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
+    install_docs(app)
     install_error_handlers(app)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if rate_limited(settings):
