@@ -5,7 +5,8 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 VENV := .venv
 
-.PHONY: run test lint format typecheck migrate bench bench-smoke clean compile-src
+.PHONY: run dev stub example examples test lint format typecheck migrate bench bench-smoke clean \
+	compile-src
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -39,6 +40,31 @@ compile-src: $(RUN_STAMP)
 run: compile-src
 	$(UV) run --frozen --no-sync crew-platform migrate
 	$(UV) run --frozen --no-sync crew-platform serve
+
+# `make dev`: the server with auto-reload on code changes (HOST/PORT and the rest from the
+# environment, as for `make run`).
+dev: $(RUN_STAMP)
+	$(UV) run --frozen --no-sync crew-platform serve --migrate --reload
+
+# `make stub`: the OpenAI-compatible LLM stub the tests use, for runs without a key. Point the
+# server at it: CEREBRAS_API_KEY=x CEREBRAS_BASE_URL=http://127.0.0.1:9100/v1 make run
+STUB_HOST ?= 127.0.0.1
+STUB_PORT ?= 9100
+stub: $(RUN_STAMP)
+	$(UV) run --frozen --no-sync python -m crew_platform.devtools.llm_stub \
+		--host $(STUB_HOST) --port $(STUB_PORT)
+
+# `make example NAME=research_dag` runs one script of examples/ against a running server,
+# `make examples` all of them. They use only Python's standard library.
+BASE_URL ?= http://localhost:8000
+NAME ?= content_pipeline
+EXAMPLES := content_pipeline research_dag report_with_expected_output
+example:
+	$(PYTHON) examples/$(NAME).py --base-url $(BASE_URL)
+
+examples:
+	@set -e; for name in $(EXAMPLES); do \
+		echo "== $$name"; $(PYTHON) examples/$$name.py --base-url $(BASE_URL); done
 
 migrate: $(RUN_STAMP)
 	$(UV) run --frozen --no-sync crew-platform migrate
