@@ -5,8 +5,8 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 VENV := .venv
 
-.PHONY: run dev stub example examples test lint format typecheck migrate bench bench-smoke clean \
-	compile-src
+.PHONY: run dev stub example examples test lint format typecheck migrate bench bench-smoke \
+	profile-engine clean compile-src
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -86,6 +86,14 @@ bench: $(BENCH_STAMP) compile-src
 
 bench-smoke: $(BENCH_STAMP) compile-src
 	$(UV) run --frozen --no-sync python -m bench.run --smoke
+
+# `make profile-engine PROFILE_TASKS=50 PROFILE_OUT=/tmp/engine.txt`; pyinstrument is not a
+# project dependency, `--with` brings it for this command only.
+PROFILE_TASKS ?= 50
+PROFILE_OUT ?=
+profile-engine: $(BENCH_STAMP) compile-src
+	$(UV) run --frozen --no-sync --with pyinstrument \
+		python -m bench.profile_engine $(PROFILE_TASKS) $(PROFILE_OUT)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache
