@@ -5,7 +5,8 @@ TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 VENV := .venv
 
-.PHONY: run test browser lint format typecheck migrate bench bench-smoke clean compile-src
+.PHONY: run dev stub example examples test browser lint format migrate bench bench-smoke \
+	profile-engine clean compile-src
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -40,6 +41,31 @@ run: compile-src
 	$(UV) run --frozen --no-sync crew-platform migrate
 	$(UV) run --frozen --no-sync crew-platform serve
 
+# `make dev`: the server with auto-reload on code changes (HOST/PORT and the rest from the
+# environment, as for `make run`).
+dev: $(RUN_STAMP)
+	$(UV) run --frozen --no-sync crew-platform serve --migrate --reload
+
+# `make stub`: the OpenAI-compatible LLM stub the tests use, for runs without a key. Point the
+# server at it: CEREBRAS_API_KEY=x CEREBRAS_BASE_URL=http://127.0.0.1:9100/v1 make run
+STUB_HOST ?= 127.0.0.1
+STUB_PORT ?= 9100
+stub: $(RUN_STAMP)
+	$(UV) run --frozen --no-sync python -m crew_platform.devtools.llm_stub \
+		--host $(STUB_HOST) --port $(STUB_PORT)
+
+# `make example NAME=research_dag` runs one script of examples/ against a running server,
+# `make examples` all of them. They use only Python's standard library.
+BASE_URL ?= http://localhost:8000
+NAME ?= content_pipeline
+EXAMPLES := content_pipeline research_dag report_with_expected_output
+example:
+	$(PYTHON) examples/$(NAME).py --base-url $(BASE_URL)
+
+examples:
+	@set -e; for name in $(EXAMPLES); do \
+		echo "== $$name"; $(PYTHON) examples/$$name.py --base-url $(BASE_URL); done
+
 migrate: $(RUN_STAMP)
 	$(UV) run --frozen --no-sync crew-platform migrate
 
@@ -72,6 +98,14 @@ bench: $(BENCH_STAMP) compile-src
 
 bench-smoke: $(BENCH_STAMP) compile-src
 	$(UV) run --frozen --no-sync python -m bench.run --smoke
+
+# `make profile-engine PROFILE_TASKS=50 PROFILE_OUT=/tmp/engine.txt`; pyinstrument is not a
+# project dependency, `--with` brings it for this command only.
+PROFILE_TASKS ?= 50
+PROFILE_OUT ?=
+profile-engine: $(BENCH_STAMP) compile-src
+	$(UV) run --frozen --no-sync --with pyinstrument \
+		python -m bench.profile_engine $(PROFILE_TASKS) $(PROFILE_OUT)
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache

@@ -1,8 +1,9 @@
 """Profile the in-process engine on the overhead workload (N tasks, stub latency 0).
 
-    uv run --with pyinstrument python -m bench.profile_engine [N] [out.txt]
+    make profile-engine PROFILE_TASKS=50 PROFILE_OUT=/tmp/engine.txt
 
-pyinstrument is not a project dependency: `--with` brings it for this command only.
+pyinstrument is not a project dependency: the make target runs this module with
+`uv run --with pyinstrument`, which brings it for this command only.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The examples of ../shared/spec/API.md, verbatim, against a real server process
+"""The examples of the API specification, verbatim, against a real server process
 (`crew-platform serve`): the curl steps of the complete workflow example, the Python SDK
 example (with `requests`, as written there) and the JavaScript one (the same requests fetch()
 sends), and the shapes of the documented responses."""

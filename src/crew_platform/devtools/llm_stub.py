@@ -4,6 +4,7 @@ Replies are scripted through an admin API, else derived from the prompt, so runs
 deterministic. It can also misbehave on purpose: a status with headers (429 + Retry-After, 500),
 latency, a hang past the client's timeout, a malformed body, a connection dropped mid-stream.
 
+    make stub                                   # 127.0.0.1:9100 (STUB_PORT=... to change)
     python -m crew_platform.devtools.llm_stub --port 9100 --latency 0.1
 
 Admin API (not part of OpenAI's):
@@ -409,21 +410,36 @@ class StubServer:
         return self.state.disconnects
 
 
+class _AnnouncingServer(uvicorn.Server):
+    """Prints the address it listens on once the socket is bound (the port too when `--port 0`
+    let the system choose it), so a user or a script knows where to point CEREBRAS_BASE_URL."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.should_exit:
+            return
+        host, port = self.servers[0].sockets[0].getsockname()[:2]
+        if ":" in host:
+            host = f"[{host}]"
+        print(f"LLM stub listening on http://{host}:{port}/v1", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=9100)
+    parser.add_argument("--port", type=int, default=9100, help="0 picks a free port")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before each reply")
     parser.add_argument("--no-record", action="store_true", help="do not keep request bodies")
     args = parser.parse_args()
     state = StubState(latency=args.latency, record_requests=not args.no_record)
-    uvicorn.run(
+    config = uvicorn.Config(
         create_stub_app(state),
         host=args.host,
         port=args.port,
         log_level="warning",
         access_log=False,
     )
+    _AnnouncingServer(config).run()
 
 
 if __name__ == "__main__":
