@@ -53,15 +53,21 @@ def start_up(env: dict[str, str]) -> tuple[str, str]:
     return done.stdout, done.stderr
 
 
-def test_redis_unreachable_at_start_up_fails_cleanly(tmp_path: Path) -> None:
+def test_redis_unreachable_at_start_up_starts_and_stops_cleanly(
+    tmp_path: Path, sqlite_template: Path
+) -> None:
+    """The event bus is a convenience: without Redis the service starts (events reach its own
+    clients, the bus keeps trying in the background) and shuts down without leaks."""
+    database = tmp_path / "crew.db"
+    database.write_bytes(sqlite_template.read_bytes())
     port = free_port()  # nothing listens there
     out, err = start_up(
         {
-            "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'crew.db'}",
+            "DATABASE_URL": f"sqlite+aiosqlite:///{database}",
             "REDIS_URL": f"redis://127.0.0.1:{port}/0",
         }
     )
-    assert "FAILED: start-up failed connecting to the event bus (REDIS_URL)" in out, out + err
+    assert "FAILED" not in out, out + err
     assert "DISPOSED: True" in out, out + err
     for leak in LEAKS:
         assert leak not in err, err

@@ -147,3 +147,32 @@ async def test_resume_of_an_active_workflow_is_409_and_touches_no_running_execut
     stub.open_gate("a")
     await idle(app)
     assert (await client.get(f"{API}/executions/{run['id']}")).json()["status"] == "completed"
+
+
+async def test_a_cancelled_execution_keeps_the_outputs_of_the_tasks_that_finished(
+    app: FastAPI, client: httpx.AsyncClient, stub: StubServer
+) -> None:
+    stub.script(for_task("A", content="OUT<A>"), for_task("B", gate="b"))
+    _, workflow, (a, _, _) = await pipeline(client, ["A", "B", "C"])
+    run = await execute(client, workflow["id"])
+    await wait_for_gate(stub, "b")
+    cancelled = await client.post(f"{API}/executions/{run['id']}/cancel")
+    assert cancelled.status_code == 200, cancelled.text
+    (listed,) = cancelled.json()["affected_executions"]
+    assert listed["output_data"] == {"result": "OUT<A>", "tasks": {str(a["id"]): "OUT<A>"}}
+    await idle(app)
+    final = (await client.get(f"{API}/executions/{run['id']}")).json()
+    assert final["status"] == "cancelled"
+    assert final["output_data"] == {"result": "OUT<A>", "tasks": {str(a["id"]): "OUT<A>"}}
+
+
+async def test_a_failed_execution_keeps_the_outputs_of_the_tasks_that_finished(
+    app: FastAPI, client: httpx.AsyncClient, stub: StubServer
+) -> None:
+    stub.script(for_task("A", content="OUT<A>"), for_task("B", status=400))
+    _, workflow, (a, _, _) = await pipeline(client, ["A", "B", "C"])
+    run = await execute(client, workflow["id"])
+    await idle(app)
+    final = (await client.get(f"{API}/executions/{run['id']}")).json()
+    assert final["status"] == "failed"
+    assert final["output_data"]["tasks"] == {str(a["id"]): "OUT<A>"}
