@@ -132,11 +132,20 @@ async def test_config_is_an_object_or_null_and_lists_keep_their_order(
     assert (await make_agent(client, name="Other", config=None))["config"] is None
 
 
-async def test_unknown_and_read_only_fields_are_ignored(client: httpx.AsyncClient) -> None:
-    agent = await make_agent(client, id=999, created_by="mallory", unknown="x")
+async def test_read_only_fields_are_ignored(client: httpx.AsyncClient) -> None:
+    agent = await make_agent(client, id=999, created_by="mallory", updated_at="x")
     assert agent["id"] != 999
     assert agent["created_by"] is None
-    assert "unknown" not in agent
+
+
+async def test_unknown_fields_are_refused_naming_them(client: httpx.AsyncClient) -> None:
+    body = {"name": "Typo", "role": "r", "goal": "g", "temprature": 0.1}
+    refused = await client.post("/api/v1/agents/", json=body)
+    details = assert_error(refused, 422, "VALIDATION_ERROR", fields=["temprature"])["details"]
+    assert details["fields"] == {"temprature": "unknown field"}
+    agent = await make_agent(client)
+    refused = await client.put(f"/api/v1/agents/{agent['id']}", json={"temprature": 0.1})
+    assert_error(refused, 422, "VALIDATION_ERROR", fields=["temprature"])
 
 
 # -- validation ------------------------------------------------------------------------------

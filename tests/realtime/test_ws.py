@@ -149,6 +149,7 @@ async def test_streamed_chunks_join_up_to_the_stored_output(
     ("message", "code"),
     [
         ("not json at all", "INVALID_JSON"),
+        ("[" * 100_000, "INVALID_JSON"),
         ('["a", "list"]', "INVALID_MESSAGE"),
         ('{"type": "dance"}', "UNKNOWN_TYPE"),
         ('{"type": "subscribe_workflow"}', "INVALID_MESSAGE"),
@@ -173,6 +174,20 @@ async def test_bad_messages_get_an_error_and_the_connection_stays_open(
         assert error["message"]
         pong = await ws_request(ws, {"type": "ping"})
         assert pong["type"] == "pong"
+
+
+async def test_unknown_ids_are_worded_as_the_http_404s(realtime_server: LiveServer) -> None:
+    async with connect(ws_url(realtime_server)) as ws:
+        for channel, ident in (("workflow", 0), ("agent", 999_999), ("execution", 2**31)):
+            field = f"{channel}_id"
+            error = await ws_request(ws, {"type": f"subscribe_{channel}", field: ident})
+            assert error == {
+                "type": "error",
+                "error": "NOT_FOUND",
+                "message": f"{channel.capitalize()} {ident} not found",
+                "field": field,
+                "details": {"resource": channel, "id": ident},
+            }
 
 
 async def test_failure_pause_resume_and_cancel_events(

@@ -13,7 +13,7 @@ from crew_platform.agents.schemas import (
     AgentUpdate,
 )
 from crew_platform.common.deps import BusDep, ReadsDep, SessionDep, SettingsDep
-from crew_platform.common.http import ERROR_RESPONSES, TOTAL_COUNT, IdPath, PageDep
+from crew_platform.common.http import ERROR_RESPONSES, TOTAL_COUNT, AgentId, PageDep
 from crew_platform.common.schemas import Deleted
 
 router = APIRouter(prefix="/api/v1/agents", tags=["agents"], responses=ERROR_RESPONSES)
@@ -42,25 +42,25 @@ async def create_agent(data: AgentCreate, session: SessionDep, settings: Setting
 
 
 @router.get("/{agent_id}", response_model=AgentRead, summary="Get agent by ID")
-async def get_agent(agent_id: IdPath, reads: ReadsDep) -> AgentRead:
+async def get_agent(agent_id: AgentId, reads: ReadsDep) -> AgentRead:
     return AgentRead.model_validate(await service.read_agent(reads, agent_id))
 
 
 @router.put("/{agent_id}", response_model=AgentRead, summary="Update agent")
-async def update_agent(agent_id: IdPath, data: AgentUpdate, session: SessionDep) -> AgentRead:
+async def update_agent(agent_id: AgentId, data: AgentUpdate, session: SessionDep) -> AgentRead:
     agent = await service.update_agent(session, agent_id=agent_id, data=data)
     return AgentRead.model_validate(agent)
 
 
 @router.delete("/{agent_id}", response_model=Deleted, summary="Delete agent")
-async def delete_agent(agent_id: IdPath, session: SessionDep) -> Deleted:
+async def delete_agent(agent_id: AgentId, session: SessionDep) -> Deleted:
     await service.delete_agent(session, agent_id=agent_id)
     return Deleted(id=agent_id, message=f"Agent {agent_id} deleted")
 
 
 @router.post("/{agent_id}/test", response_model=AgentTestResult, summary="Test agent")
 async def test_agent(
-    agent_id: IdPath, data: AgentTestRequest, session: SessionDep, request: Request, bus: BusDep
+    agent_id: AgentId, data: AgentTestRequest, session: SessionDep, request: Request, bus: BusDep
 ) -> AgentTestResult:
     """Runs the agent once on `input` (+ `context`) and answers inline; a model failure is
     `success: false` with the error, never a 5xx."""

@@ -5,6 +5,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from crew_platform.common.limits import AGENT_TEST_INPUT_LENGTH
 from crew_platform.common.schemas import RequestModel
 from crew_platform.common.types import (
     DecimalString,
@@ -37,49 +38,6 @@ NOT_NULLABLE = (
 )
 
 
-class AgentBase(RequestModel):
-    backstory: LongText | None = None
-    is_active: Flag = True
-    config: dict[str, Any] | None = None
-    capabilities: Labels = Field(default_factory=list)
-    tools: Labels = Field(default_factory=list)
-
-
-class AgentCreate(AgentBase):
-    name: NameStr
-    role: RequiredText
-    goal: RequiredText
-    model: NameStr | None = Field(
-        default=None,
-        description="Model id; a bare name goes to Cerebras, `provider:model` elsewhere. "
-        "Defaults to DEFAULT_MODEL (llama-4-maverick-17b-128e-instruct).",
-    )
-    temperature: Temperature = 0.6
-    max_tokens: MaxTokens = 32768
-    top_p: TopP = 0.9
-
-
-class AgentUpdate(RequestModel):
-    """Every field optional; only the fields sent are changed. Fields that cannot be null may
-    be left out but not sent as null (`SkipJsonSchema[None]` keeps null out of the docs)."""
-
-    name: NameStr | None = None
-    role: RequiredText | None = None
-    goal: RequiredText | None = None
-    backstory: LongText | None = None
-    model: NameStr | None = None
-    temperature: Temperature | None = None
-    max_tokens: MaxTokens | None = None
-    top_p: TopP | None = None
-    is_active: Flag | None = None
-    config: dict[str, Any] | None = None
-    capabilities: Labels | None = None
-    tools: Labels | None = None
-
-    model_config = ConfigDict(json_schema_extra=not_null_in_schema(*NOT_NULLABLE))
-    _not_null = reject_explicit_null(*NOT_NULLABLE)
-
-
 class AgentRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -101,8 +59,55 @@ class AgentRead(BaseModel):
     tools: list[str]
 
 
+class AgentBase(RequestModel):
+    backstory: LongText | None = None
+    is_active: Flag = True
+    config: dict[str, Any] | None = None
+    capabilities: Labels = Field(default_factory=list)
+    tools: Labels = Field(default_factory=list)
+
+
+class AgentCreate(AgentBase):
+    read_model = AgentRead
+
+    name: NameStr
+    role: RequiredText
+    goal: RequiredText
+    model: NameStr | None = Field(
+        default=None,
+        description="Model id; a bare name goes to Cerebras, `provider:model` elsewhere. "
+        "Defaults to DEFAULT_MODEL (llama-4-maverick-17b-128e-instruct).",
+    )
+    temperature: Temperature = 0.6
+    max_tokens: MaxTokens = 32768
+    top_p: TopP = 0.9
+
+
+class AgentUpdate(RequestModel):
+    """Every field optional; only the fields sent are changed. Fields that cannot be null may
+    be left out but not sent as null (`SkipJsonSchema[None]` keeps null out of the docs)."""
+
+    read_model = AgentRead
+
+    name: NameStr | None = None
+    role: RequiredText | None = None
+    goal: RequiredText | None = None
+    backstory: LongText | None = None
+    model: NameStr | None = None
+    temperature: Temperature | None = None
+    max_tokens: MaxTokens | None = None
+    top_p: TopP | None = None
+    is_active: Flag | None = None
+    config: dict[str, Any] | None = None
+    capabilities: Labels | None = None
+    tools: Labels | None = None
+
+    model_config = ConfigDict(json_schema_extra=not_null_in_schema(*NOT_NULLABLE))
+    _not_null = reject_explicit_null(*NOT_NULLABLE)
+
+
 class AgentTestRequest(RequestModel):
-    input: str = Field(min_length=1, max_length=200_000)
+    input: str = Field(min_length=1, max_length=AGENT_TEST_INPUT_LENGTH)
     context: dict[str, Any] | None = None
 
 

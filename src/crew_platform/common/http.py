@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from crew_platform.common.types import MAX_ID
+from crew_platform.common.limits import MAX_ID, MAX_JSON_DEPTH
 from crew_platform.errors import InvalidJSON, NotFound, PlatformError, ValidationFailed
 
 log = logging.getLogger(__name__)
@@ -67,21 +67,29 @@ TOTAL_COUNT: dict[int | str, dict[str, Any]] = {
 """`responses=` of list endpoints: documents the `X-Total-Count` header they set."""
 
 
-def _existing_id_range(value: int) -> int:
-    if not 1 <= value <= MAX_ID:
-        # Raised as-is through validation (not a ValueError): an id that cannot exist is a 404.
-        raise NotFound(f"No resource has id {value}", {"id": value})
-    return value
+def _existing(kind: str) -> AfterValidator:
+    """An id outside the 32-bit range names no row: a 404 like any other unknown id of `kind`,
+    raised as-is through validation (not a ValueError, which would be a 422)."""
+
+    def check(value: int) -> int:
+        if not 1 <= value <= MAX_ID:
+            raise NotFound.resource(kind, value)
+        return value
+
+    return AfterValidator(check)
 
 
-IdPath = Annotated[
-    int,
-    Path(description="Resource id"),
-    AfterValidator(_existing_id_range),
-    WithJsonSchema({"type": "integer", "minimum": 1, "maximum": MAX_ID}),
-]
-"""A resource id in the path; ids are positive 32-bit integers on every backend, and an integer
-outside that range is a 404 like any other unknown id."""
+_ID_SCHEMA = WithJsonSchema({"type": "integer", "minimum": 1, "maximum": MAX_ID})
+
+AgentId = Annotated[int, Path(description="Agent id"), _existing("Agent"), _ID_SCHEMA]
+WorkflowId = Annotated[int, Path(description="Workflow id"), _existing("Workflow"), _ID_SCHEMA]
+TaskId = Annotated[int, Path(description="Task id"), _existing("Task"), _ID_SCHEMA]
+ExecutionId = Annotated[int, Path(description="Execution id"), _existing("Execution"), _ID_SCHEMA]
+
+WorkflowFilter = Annotated[int | None, Query(ge=1, le=MAX_ID, description="Filter by workflow ID")]
+AgentFilter = Annotated[int | None, Query(ge=1, le=MAX_ID, description="Filter by agent ID")]
+"""`?workflow_id=` / `?agent_id=`: an id that names no row matches nothing; one that no row
+could have (outside 1..2**31-1) is a 422 naming the parameter."""
 
 
 def envelope(
@@ -112,6 +120,8 @@ def _field_name(loc: tuple[Any, ...]) -> str:
 
 def _message(err: Any) -> str:
     """Pydantic's message without its "Value error, " prefix for our own validators."""
+    if err.get("type") == "extra_forbidden":
+        return "unknown field"
     return str(err.get("msg", "invalid value")).removeprefix("Value error, ")
 
 
@@ -153,6 +163,14 @@ async def _platform_handler(_: Request, exc: Exception) -> JSONResponse:
 async def _http_handler(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "HTTP_ERROR")
+    if isinstance(exc.__cause__, RecursionError):
+        # The JSON parser recurses once per level: a body nested ~1000 deep stops it.
+        return envelope(
+            400,
+            "INVALID_JSON",
+            "Request body nests objects and arrays too deeply to be parsed",
+            {"reason": "nesting too deep", "max_depth": MAX_JSON_DEPTH},
+        )
     if exc.status_code == 404 and exc.detail == "Not Found":
         message = f"No route for {request.method} {request.url.path}"
     elif exc.status_code == 405:

@@ -17,8 +17,14 @@ from pydantic import (
     WithJsonSchema,
 )
 
-# Ids are 32-bit on every backend (INTEGER primary keys); larger values cannot name a row.
-MAX_ID = 2**31 - 1
+from crew_platform.common.limits import (
+    LONG_TEXT_LENGTH,
+    MAX_ID,
+    MAX_JSON_DEPTH,
+    NAME_LENGTH,
+    REQUIRED_TEXT_LENGTH,
+    TASK_TYPE_LENGTH,
+)
 
 _DECIMAL_TEXT = r"^\s*-?\d+(\.\d+)?\s*$"
 _DECIMAL_RE = re.compile(_DECIMAL_TEXT)
@@ -47,15 +53,17 @@ def _format_number(value: float) -> str:
     return text if "." in text else text + ".0"
 
 
-def unstorable(value: Any) -> str | None:
+def unstorable(value: Any, max_depth: int = MAX_JSON_DEPTH) -> str | None:
     """Why a decoded JSON value cannot be stored or echoed faithfully, or None if it can.
 
     PostgreSQL refuses NUL characters in text and JSONB, no UTF-8 encoder takes unpaired
-    surrogates, and JSON has no NaN or Infinity (Python's parser accepts them anyway).
+    surrogates, JSON has no NaN or Infinity (Python's parser accepts them anyway), and a value
+    nested deeper than `max_depth` objects and arrays could be stored but not serialized back.
+    Walked with an explicit stack: no input depth can exhaust the interpreter's.
     """
-    stack = [value]
+    stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
-        item = stack.pop()
+        item, depth = stack.pop()
         if isinstance(item, str):
             if "\x00" in item:
                 return "must not contain NUL (\\u0000) characters"
@@ -66,11 +74,11 @@ def unstorable(value: Any) -> str | None:
         elif isinstance(item, float):
             if not math.isfinite(item):
                 return "must not contain NaN or Infinity"
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list | tuple):
-            stack.extend(item)
+        elif isinstance(item, dict | list | tuple):
+            if depth >= max_depth:
+                return f"must not nest objects and arrays more than {max_depth} levels deep"
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
     return None
 
 
@@ -80,12 +88,17 @@ def _storable_text(value: str) -> str:
     return value
 
 
-NameStr = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_strip_nonempty)]
-RequiredText = Annotated[
-    str, Field(min_length=1, max_length=20_000), AfterValidator(_strip_nonempty)
+NameStr = Annotated[
+    str, Field(min_length=1, max_length=NAME_LENGTH), AfterValidator(_strip_nonempty)
 ]
-LongText = Annotated[str, Field(max_length=100_000)]
-Label = Annotated[str, Field(max_length=200)]
+TaskType = Annotated[
+    str, Field(min_length=1, max_length=TASK_TYPE_LENGTH), AfterValidator(_strip_nonempty)
+]
+RequiredText = Annotated[
+    str, Field(min_length=1, max_length=REQUIRED_TEXT_LENGTH), AfterValidator(_strip_nonempty)
+]
+LongText = Annotated[str, Field(max_length=LONG_TEXT_LENGTH)]
+Label = Annotated[str, Field(max_length=NAME_LENGTH)]
 StrictInt = Annotated[int, Strict()]
 """A JSON integer: no booleans, no numeric strings, no floats."""
 Flag = Annotated[bool, Strict()]

@@ -5,8 +5,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from crew_platform.common.deps import BusDep, DispatcherDep, SessionDep
-from crew_platform.common.http import ERROR_RESPONSES, IdPath, PageDep
-from crew_platform.common.types import MAX_ID, SafeText
+from crew_platform.common.http import ERROR_RESPONSES, ExecutionId, PageDep, WorkflowFilter
+from crew_platform.common.limits import STATE_LENGTH
+from crew_platform.common.types import SafeText
 from crew_platform.engine import ExecutionStatus
 from crew_platform.executions import control, repository
 from crew_platform.executions.schemas import (
@@ -26,9 +27,7 @@ async def list_executions(
     session: SessionDep,
     response: Response,
     page: PageDep,
-    workflow_id: Annotated[
-        int | None, Query(ge=1, le=MAX_ID, description="Filter by workflow ID")
-    ] = None,
+    workflow_id: WorkflowFilter = None,
     status: Annotated[ExecutionStatus | None, Query(description="Filter by status")] = None,
 ) -> list[ExecutionRead]:
     items, total = await repository.list_executions(
@@ -41,26 +40,26 @@ async def list_executions(
 @router.get("/stats", response_model=ExecutionStats, summary="Get execution statistics")
 async def execution_stats(
     session: SessionDep,
-    workflow_id: Annotated[
-        int | None, Query(ge=1, le=MAX_ID, description="Filter by workflow ID")
-    ] = None,
+    workflow_id: WorkflowFilter = None,
     days: Annotated[int, Query(ge=1, le=365, description="Number of days to include")] = 30,
 ) -> ExecutionStats:
     return await repository.execution_stats(session, workflow_id=workflow_id, days=days)
 
 
 @router.get("/{execution_id}", response_model=ExecutionRead, summary="Get execution by ID")
-async def get_execution(execution_id: IdPath, session: SessionDep) -> ExecutionRead:
+async def get_execution(execution_id: ExecutionId, session: SessionDep) -> ExecutionRead:
     return ExecutionRead.model_validate(await repository.get_execution(session, execution_id))
 
 
 @router.get("/{execution_id}/logs", response_model=list[LogEntry], summary="Get execution logs")
 async def execution_logs(
-    execution_id: IdPath,
+    execution_id: ExecutionId,
     session: SessionDep,
     response: Response,
     page: PageDep,
-    level: Annotated[SafeText | None, Query(max_length=16, description="Only this level")] = None,
+    level: Annotated[
+        SafeText | None, Query(max_length=STATE_LENGTH, description="Only this level")
+    ] = None,
 ) -> list[LogEntry]:
     items, total = await repository.execution_logs(
         session, execution_id=execution_id, skip=page.skip, limit=page.limit, level=level
@@ -71,7 +70,7 @@ async def execution_logs(
 
 @router.post("/{execution_id}/cancel", response_model=ControlResult, summary="Cancel execution")
 async def cancel_execution(
-    execution_id: IdPath, session: SessionDep, bus: BusDep, dispatcher: DispatcherDep
+    execution_id: ExecutionId, session: SessionDep, bus: BusDep, dispatcher: DispatcherDep
 ) -> ControlResult:
     return await control.cancel_execution(session, bus, dispatcher, execution_id=execution_id)
 
@@ -79,5 +78,5 @@ async def cancel_execution(
 @router.get(
     "/{execution_id}/status", response_model=ExecutionStatusRead, summary="Get execution status"
 )
-async def execution_status(execution_id: IdPath, session: SessionDep) -> ExecutionStatusRead:
+async def execution_status(execution_id: ExecutionId, session: SessionDep) -> ExecutionStatusRead:
     return await repository.execution_status(session, execution_id=execution_id)

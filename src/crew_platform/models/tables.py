@@ -15,6 +15,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from crew_platform.common.limits import (
+    EVENT_LENGTH,
+    NAME_LENGTH,
+    STATE_LENGTH,
+    TASK_TYPE_LENGTH,
+    WORKFLOW_TYPE_LENGTH,
+)
 from crew_platform.db import Base, JSONType, UTCDateTime, utcnow
 
 
@@ -27,16 +34,16 @@ class Agent(TimestampMixin, Base):
     __tablename__ = "agents"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(200), unique=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
     role: Mapped[str] = mapped_column(Text)
     goal: Mapped[str] = mapped_column(Text)
     backstory: Mapped[str | None] = mapped_column(Text)
-    model: Mapped[str] = mapped_column(String(200))
+    model: Mapped[str] = mapped_column(String(NAME_LENGTH))
     temperature: Mapped[float] = mapped_column(Float)
     max_tokens: Mapped[int] = mapped_column(Integer)
     top_p: Mapped[float] = mapped_column(Float)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True, index=True)
-    created_by: Mapped[str | None] = mapped_column(String(200))
+    created_by: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
     config: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     capabilities: Mapped[list[str]] = mapped_column(JSONType, default=list)
     tools: Mapped[list[str]] = mapped_column(JSONType, default=list)
@@ -46,13 +53,13 @@ class Workflow(TimestampMixin, Base):
     __tablename__ = "workflows"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(200), unique=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
     description: Mapped[str | None] = mapped_column(Text)
-    workflow_type: Mapped[str] = mapped_column(String(32))
+    workflow_type: Mapped[str] = mapped_column(String(WORKFLOW_TYPE_LENGTH))
     config: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True, index=True)
-    status: Mapped[str] = mapped_column(String(16), default="active")
-    created_by: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(STATE_LENGTH), default="active")
+    created_by: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
 
 
 class Task(TimestampMixin, Base):
@@ -63,17 +70,17 @@ class Task(TimestampMixin, Base):
         ForeignKey("workflows.id", ondelete="CASCADE"), index=True
     )
     agent_id: Mapped[int | None] = mapped_column(ForeignKey("agents.id"), index=True)
-    name: Mapped[str] = mapped_column(String(200))
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH))
     description: Mapped[str | None] = mapped_column(Text)
     expected_output: Mapped[str | None] = mapped_column(Text)
-    task_type: Mapped[str] = mapped_column(String(64))
+    task_type: Mapped[str] = mapped_column(String(TASK_TYPE_LENGTH))
     priority: Mapped[int] = mapped_column(Integer, default=0)
     order: Mapped[int] = mapped_column("position", Integer, default=0)
     input_data: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     config: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     dependencies: Mapped[list[int]] = mapped_column(JSONType, default=list)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
-    created_by: Mapped[str | None] = mapped_column(String(200))
+    created_by: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
 
 
 class Execution(Base):
@@ -82,8 +89,8 @@ class Execution(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     workflow_id: Mapped[int] = mapped_column(ForeignKey("workflows.id", ondelete="CASCADE"))
-    status: Mapped[str] = mapped_column(String(16), index=True)
-    mode: Mapped[str] = mapped_column(String(16), default="workflow")
+    status: Mapped[str] = mapped_column(String(STATE_LENGTH), index=True)
+    mode: Mapped[str] = mapped_column(String(STATE_LENGTH), default="workflow")
     input_data: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     config: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     plan: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
@@ -91,7 +98,7 @@ class Execution(Base):
     error_message: Mapped[str | None] = mapped_column(Text)
     tokens_used: Mapped[int] = mapped_column(Integer, default=0)
     last_seq: Mapped[int] = mapped_column(Integer, default=0)
-    created_by: Mapped[str | None] = mapped_column(String(200))
+    created_by: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -108,7 +115,7 @@ class TaskRun(Base):
     )
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
     agent_id: Mapped[int | None] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(STATE_LENGTH))
     attempt: Mapped[int] = mapped_column(Integer, default=1)
     input: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     output: Mapped[str | None] = mapped_column(Text)
@@ -132,8 +139,8 @@ class ExecutionLog(Base):
     )
     seq: Mapped[int] = mapped_column(Integer)
     timestamp: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    level: Mapped[str] = mapped_column(String(16))
-    event: Mapped[str] = mapped_column(String(64))
+    level: Mapped[str] = mapped_column(String(STATE_LENGTH))
+    event: Mapped[str] = mapped_column(String(EVENT_LENGTH))
     message: Mapped[str] = mapped_column(Text)
     task_id: Mapped[int | None] = mapped_column(Integer)
     data: Mapped[dict[str, Any] | None] = mapped_column(JSONType)

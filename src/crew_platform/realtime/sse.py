@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from crew_platform.common.deps import SessionDep
-from crew_platform.common.http import ERROR_RESPONSES, IdPath
+from crew_platform.common.http import ERROR_RESPONSES, ExecutionId
 from crew_platform.common.types import MAX_ID
 from crew_platform.engine import FINISHED
 from crew_platform.events.types import FINAL_EVENTS, Event
@@ -72,7 +72,7 @@ def _frame(message: dict[str, Any], with_id: bool = True) -> ServerSentEvent:
     },
 )
 async def execution_events(
-    execution_id: IdPath,
+    execution_id: ExecutionId,
     request: Request,
     session: SessionDep,
     last_event_id: Annotated[str | None, Header()] = None,

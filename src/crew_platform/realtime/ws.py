@@ -11,13 +11,12 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from crew_platform.common.limits import MAX_ID
+from crew_platform.errors import NotFound
 from crew_platform.models import Agent, Execution, Workflow
 from crew_platform.realtime.hub import Connection, Hub
 
 router = APIRouter(tags=["realtime"])
-
-MAX_ID = 2**31 - 1
-"""Ids are 32-bit integers in the database; larger ones cannot exist."""
 
 CLOSE_SLOW_CONSUMER = 4008
 """Close code for a client that fell more than WS_QUEUE_SIZE messages behind."""
@@ -37,6 +36,12 @@ def _error(code: str, message: str, **extra: Any) -> dict[str, Any]:
     return {"type": "error", "error": code, "message": message, **extra}
 
 
+def _not_found(channel: str, ident: int, field: str) -> dict[str, Any]:
+    """Worded as the HTTP API's 404s, with the same details (resource, id)."""
+    error = NotFound.resource(channel.capitalize(), ident)
+    return _error(error.code, error.message, field=field, details=error.details)
+
+
 class Session:
     def __init__(
         self, websocket: WebSocket, hub: Hub, sessions: async_sessionmaker[AsyncSession]
@@ -53,7 +58,7 @@ class Session:
     async def handle(self, raw: str) -> None:
         try:
             message = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             self.reply(_error("INVALID_JSON", "Message is not valid JSON"))
             return
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
@@ -87,9 +92,7 @@ class Session:
             self.reply(_error("INVALID_MESSAGE", f"'{field}' must be an integer", field=field))
             return
         if not 1 <= ident <= MAX_ID:
-            self.reply(
-                _error("NOT_FOUND", f"{channel.capitalize()} {ident} not found", field=field)
-            )
+            self.reply(_not_found(channel, ident, field))
             return
         stream = message.get("stream", False)
         if not isinstance(stream, bool):
@@ -103,9 +106,7 @@ class Session:
         async with self.sessions() as session:
             exists = await session.get(model, ident) is not None
         if not exists:
-            self.reply(
-                _error("NOT_FOUND", f"{channel.capitalize()} {ident} not found", field=field)
-            )
+            self.reply(_not_found(channel, ident, field))
             return
         self.hub.subscribe(self.connection, key, stream)
         self.reply({"type": "subscribed", "channel": channel, field: ident, "stream": stream})

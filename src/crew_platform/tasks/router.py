@@ -5,9 +5,16 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query, Response
 
 from crew_platform.common.deps import BusDep, DispatcherDep, SessionDep
-from crew_platform.common.http import ERROR_RESPONSES, TOTAL_COUNT, IdPath, PageDep
+from crew_platform.common.http import (
+    ERROR_RESPONSES,
+    TOTAL_COUNT,
+    AgentFilter,
+    PageDep,
+    TaskId,
+    WorkflowFilter,
+    WorkflowId,
+)
 from crew_platform.common.schemas import Deleted
-from crew_platform.common.types import MAX_ID
 from crew_platform.executions import control, repository, starting
 from crew_platform.executions.schemas import ExecuteRequest, ExecutionRead, TaskRetryResult
 from crew_platform.tasks import service
@@ -22,12 +29,8 @@ async def list_tasks(
     session: SessionDep,
     response: Response,
     page: PageDep,
-    workflow_id: Annotated[
-        int | None, Query(ge=1, le=MAX_ID, description="Filter by workflow ID")
-    ] = None,
-    agent_id: Annotated[
-        int | None, Query(ge=1, le=MAX_ID, description="Filter by agent ID")
-    ] = None,
+    workflow_id: WorkflowFilter = None,
+    agent_id: AgentFilter = None,
     status: Annotated[
         TaskStatus | None, Query(description="Filter by status (of the task's latest run)")
     ] = None,
@@ -58,7 +61,7 @@ async def create_task(data: TaskCreate, session: SessionDep) -> TaskRead:
 )
 @router.get("/workflow/{workflow_id}/", response_model=list[TaskRead], include_in_schema=False)
 async def workflow_tasks(
-    workflow_id: IdPath, session: SessionDep, response: Response
+    workflow_id: WorkflowId, session: SessionDep, response: Response
 ) -> list[TaskRead]:
     """The workflow's tasks in execution order: `order`, then `priority` descending, then id."""
     items = await service.workflow_tasks(session, workflow_id)
@@ -67,17 +70,17 @@ async def workflow_tasks(
 
 
 @router.get("/{task_id}", response_model=TaskRead, summary="Get task by ID")
-async def get_task(task_id: IdPath, session: SessionDep) -> TaskRead:
+async def get_task(task_id: TaskId, session: SessionDep) -> TaskRead:
     return await service.read_task(session, task_id)
 
 
 @router.put("/{task_id}", response_model=TaskRead, summary="Update task")
-async def update_task(task_id: IdPath, data: TaskUpdate, session: SessionDep) -> TaskRead:
+async def update_task(task_id: TaskId, data: TaskUpdate, session: SessionDep) -> TaskRead:
     return await service.update_task(session, task_id=task_id, data=data)
 
 
 @router.delete("/{task_id}", response_model=Deleted, summary="Delete task")
-async def delete_task(task_id: IdPath, session: SessionDep) -> Deleted:
+async def delete_task(task_id: TaskId, session: SessionDep) -> Deleted:
     await service.delete_task(session, task_id=task_id)
     return Deleted(id=task_id, message=f"Task {task_id} deleted")
 
@@ -86,7 +89,7 @@ async def delete_task(task_id: IdPath, session: SessionDep) -> Deleted:
     "/{task_id}/execute", response_model=ExecutionRead, status_code=202, summary="Execute task"
 )
 async def execute_task(
-    task_id: IdPath,
+    task_id: TaskId,
     session: SessionDep,
     dispatcher: DispatcherDep,
     request: Annotated[ExecuteRequest | None, Body()] = None,
@@ -105,7 +108,7 @@ async def execute_task(
     summary="Get task executions",
 )
 async def task_executions(
-    task_id: IdPath, session: SessionDep, response: Response, page: PageDep
+    task_id: TaskId, session: SessionDep, response: Response, page: PageDep
 ) -> list[TaskRunRead]:
     runs, total = await repository.task_runs(
         session, task_id=task_id, skip=page.skip, limit=page.limit
@@ -118,6 +121,6 @@ async def task_executions(
     "/{task_id}/retry", response_model=TaskRetryResult, status_code=202, summary="Retry task"
 )
 async def retry_task(
-    task_id: IdPath, session: SessionDep, bus: BusDep, dispatcher: DispatcherDep
+    task_id: TaskId, session: SessionDep, bus: BusDep, dispatcher: DispatcherDep
 ) -> TaskRetryResult:
     return await control.retry_task(session, bus, dispatcher, task_id=task_id)

@@ -12,6 +12,7 @@ from crew_platform.common.types import (
     NameStr,
     ResourceRef,
     StrictInt,
+    TaskType,
     not_null_in_schema,
     reject_explicit_null,
 )
@@ -35,43 +36,6 @@ TaskStatus = TaskRunStatus
 """A task's status is that of its latest run, `pending` before any."""
 
 
-class TaskCreate(RequestModel):
-    workflow_id: ResourceRef
-    agent_id: ResourceRef | None = None
-    name: NameStr
-    description: LongText | None = None
-    expected_output: LongText | None = Field(
-        default=None, description="What a good answer looks like (as in CrewAI tasks)."
-    )
-    task_type: NameStr = "ai_task"
-    priority: Rank = 0
-    order: Rank = 0
-    input_data: dict[str, Any] | None = None
-    config: dict[str, Any] | None = None
-    dependencies: Dependencies = Field(default_factory=list)
-    is_active: Flag = True
-
-
-class TaskUpdate(RequestModel):
-    """Every field optional; only the fields sent are changed. `agent_id: null` unassigns."""
-
-    workflow_id: ResourceRef | None = None
-    agent_id: ResourceRef | None = None
-    name: NameStr | None = None
-    description: LongText | None = None
-    expected_output: LongText | None = None
-    task_type: NameStr | None = None
-    priority: Rank | None = None
-    order: Rank | None = None
-    input_data: dict[str, Any] | None = None
-    config: dict[str, Any] | None = None
-    dependencies: Dependencies | None = None
-    is_active: Flag | None = None
-
-    model_config = ConfigDict(json_schema_extra=not_null_in_schema(*NOT_NULLABLE))
-    _not_null = reject_explicit_null(*NOT_NULLABLE)
-
-
 class TaskRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -92,6 +56,47 @@ class TaskRead(BaseModel):
     created_at: datetime
     updated_at: datetime
     created_by: str | None
+
+
+class TaskCreate(RequestModel):
+    read_model = TaskRead
+
+    workflow_id: ResourceRef
+    agent_id: ResourceRef | None = None
+    name: NameStr
+    description: LongText | None = None
+    expected_output: LongText | None = Field(
+        default=None, description="What a good answer looks like (as in CrewAI tasks)."
+    )
+    task_type: TaskType = "ai_task"
+    priority: Rank = 0
+    order: Rank = 0
+    input_data: dict[str, Any] | None = None
+    config: dict[str, Any] | None = None
+    dependencies: Dependencies = Field(default_factory=list)
+    is_active: Flag = True
+
+
+class TaskUpdate(RequestModel):
+    """Every field optional; only the fields sent are changed. `agent_id: null` unassigns."""
+
+    read_model = TaskRead
+
+    workflow_id: ResourceRef | None = None
+    agent_id: ResourceRef | None = None
+    name: NameStr | None = None
+    description: LongText | None = None
+    expected_output: LongText | None = None
+    task_type: TaskType | None = None
+    priority: Rank | None = None
+    order: Rank | None = None
+    input_data: dict[str, Any] | None = None
+    config: dict[str, Any] | None = None
+    dependencies: Dependencies | None = None
+    is_active: Flag | None = None
+
+    model_config = ConfigDict(json_schema_extra=not_null_in_schema(*NOT_NULLABLE))
+    _not_null = reject_explicit_null(*NOT_NULLABLE)
 
 
 class TaskRunRead(BaseModel):

@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query, Response
 
 from crew_platform.common.deps import BusDep, DispatcherDep, SessionDep
-from crew_platform.common.http import ERROR_RESPONSES, TOTAL_COUNT, IdPath, PageDep
+from crew_platform.common.http import ERROR_RESPONSES, TOTAL_COUNT, PageDep, WorkflowId
 from crew_platform.common.schemas import Deleted
 from crew_platform.engine import ExecutionStatus
 from crew_platform.executions import control, repository, starting
@@ -40,20 +40,20 @@ async def create_workflow(data: WorkflowCreate, session: SessionDep) -> Workflow
 
 
 @router.get("/{workflow_id}", response_model=WorkflowRead, summary="Get workflow by ID")
-async def get_workflow(workflow_id: IdPath, session: SessionDep) -> WorkflowRead:
+async def get_workflow(workflow_id: WorkflowId, session: SessionDep) -> WorkflowRead:
     return await service.read_workflow(session, workflow_id)
 
 
 @router.put("/{workflow_id}", response_model=WorkflowRead, summary="Update workflow")
 async def update_workflow(
-    workflow_id: IdPath, data: WorkflowUpdate, session: SessionDep
+    workflow_id: WorkflowId, data: WorkflowUpdate, session: SessionDep
 ) -> WorkflowRead:
     return await service.update_workflow(session, workflow_id=workflow_id, data=data)
 
 
 @router.delete("/{workflow_id}", response_model=Deleted, summary="Delete workflow")
 async def delete_workflow(
-    workflow_id: IdPath, session: SessionDep, dispatcher: DispatcherDep
+    workflow_id: WorkflowId, session: SessionDep, dispatcher: DispatcherDep
 ) -> Deleted:
     """Deletes the workflow with its tasks and execution history; running executions are
     aborted first."""
@@ -70,7 +70,7 @@ async def delete_workflow(
     summary="Execute workflow",
 )
 async def execute_workflow(
-    workflow_id: IdPath,
+    workflow_id: WorkflowId,
     session: SessionDep,
     dispatcher: DispatcherDep,
     request: Annotated[ExecuteRequest | None, Body()] = None,
@@ -87,7 +87,7 @@ async def execute_workflow(
     summary="Get workflow executions",
 )
 async def workflow_executions(
-    workflow_id: IdPath,
+    workflow_id: WorkflowId,
     session: SessionDep,
     response: Response,
     page: PageDep,
@@ -102,20 +102,20 @@ async def workflow_executions(
 
 @router.post("/{workflow_id}/pause", response_model=ControlResult, summary="Pause workflow")
 async def pause_workflow(
-    workflow_id: IdPath, session: SessionDep, bus: BusDep, dispatcher: DispatcherDep
+    workflow_id: WorkflowId, session: SessionDep, bus: BusDep, dispatcher: DispatcherDep
 ) -> ControlResult:
     return await control.pause(session, bus, dispatcher, workflow_id=workflow_id)
 
 
 @router.post("/{workflow_id}/resume", response_model=ControlResult, summary="Resume workflow")
 async def resume_workflow(
-    workflow_id: IdPath, session: SessionDep, bus: BusDep, dispatcher: DispatcherDep
+    workflow_id: WorkflowId, session: SessionDep, bus: BusDep, dispatcher: DispatcherDep
 ) -> ControlResult:
     return await control.resume(session, bus, dispatcher, workflow_id=workflow_id)
 
 
 @router.post("/{workflow_id}/cancel", response_model=ControlResult, summary="Cancel workflow")
 async def cancel_workflow(
-    workflow_id: IdPath, session: SessionDep, bus: BusDep, dispatcher: DispatcherDep
+    workflow_id: WorkflowId, session: SessionDep, bus: BusDep, dispatcher: DispatcherDep
 ) -> ControlResult:
     return await control.cancel_workflow(session, bus, dispatcher, workflow_id=workflow_id)

@@ -32,34 +32,6 @@ def _check_config(config: dict[str, Any] | None) -> dict[str, Any] | None:
     return config
 
 
-class WorkflowCreate(RequestModel):
-    name: NameStr
-    description: LongText | None = None
-    workflow_type: WorkflowType = Field(
-        default="linear",
-        description="`linear`: tasks in order, each sees all earlier outputs. "
-        "`parallel`: a DAG by `dependencies`, up to `config.max_parallel` (default 4) at once.",
-    )
-    config: dict[str, Any] | None = None
-    is_active: Flag = True
-
-    _config = field_validator("config")(classmethod(lambda cls, v: _check_config(v)))
-
-
-class WorkflowUpdate(RequestModel):
-    """Every field optional; only the fields sent are changed."""
-
-    name: NameStr | None = None
-    description: LongText | None = None
-    workflow_type: WorkflowType | None = None
-    config: dict[str, Any] | None = None
-    is_active: Flag | None = None
-
-    model_config = ConfigDict(json_schema_extra=not_null_in_schema(*NOT_NULLABLE))
-    _not_null = reject_explicit_null(*NOT_NULLABLE)
-    _config = field_validator("config")(classmethod(lambda cls, v: _check_config(v)))
-
-
 class WorkflowRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -76,3 +48,35 @@ class WorkflowRead(BaseModel):
     created_at: datetime
     updated_at: datetime
     created_by: str | None
+
+
+class WorkflowCreate(RequestModel):
+    read_model = WorkflowRead
+
+    name: NameStr
+    description: LongText | None = None
+    workflow_type: WorkflowType = Field(
+        default="linear",
+        description="`linear`: tasks in order, each sees all earlier outputs. "
+        "`parallel`: a DAG by `dependencies`, up to `config.max_parallel` (default 4) at once.",
+    )
+    config: dict[str, Any] | None = None
+    is_active: Flag = True
+
+    _config = field_validator("config")(classmethod(lambda cls, v: _check_config(v)))
+
+
+class WorkflowUpdate(RequestModel):
+    """Every field optional; only the fields sent are changed."""
+
+    read_model = WorkflowRead
+
+    name: NameStr | None = None
+    description: LongText | None = None
+    workflow_type: WorkflowType | None = None
+    config: dict[str, Any] | None = None
+    is_active: Flag | None = None
+
+    model_config = ConfigDict(json_schema_extra=not_null_in_schema(*NOT_NULLABLE))
+    _not_null = reject_explicit_null(*NOT_NULLABLE)
+    _config = field_validator("config")(classmethod(lambda cls, v: _check_config(v)))
