@@ -26,7 +26,17 @@ from crew_platform.migrations.runner import alembic_config, upgrade_to_head
 from crew_platform.settings import Settings
 from tests.conftest import PG_URL, require_service, run_coroutine
 
-TABLES = {"agents", "workflows", "tasks", "executions", "task_runs", "execution_logs"}
+TABLES = {
+    "agents",
+    "workflows",
+    "tasks",
+    "executions",
+    "task_runs",
+    "execution_logs",
+    "tools",
+    "mcp_servers",
+    "tool_calls",
+}
 
 
 async def _admin(statement: str) -> None:

@@ -18,6 +18,11 @@ STATE_LENGTH = 16
 """Statuses, execution modes and log levels."""
 EVENT_LENGTH = 64
 
+URL_LENGTH = 2_000
+"""URLs of HTTP tools and MCP servers."""
+CALL_ID_LENGTH = 200
+"""A provider's id of one tool call."""
+
 REQUIRED_TEXT_LENGTH = 20_000
 """An agent's role and goal."""
 LONG_TEXT_LENGTH = 100_000

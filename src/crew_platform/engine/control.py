@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crew_platform.engine.journal import Journal
 from crew_platform.engine.loading import partial_output
-from crew_platform.engine.rules import Intent, Kind, move, refusal
+from crew_platform.engine.rules import RULES, Intent, Kind, move, refusal
 from crew_platform.engine.states import UNFINISHED
 from crew_platform.engine.states import ExecutionStatus as ES
 from crew_platform.engine.states import TaskRunStatus as TS
@@ -70,6 +70,17 @@ async def cancel_open_runs(
     return cancelled
 
 
+async def cancel_runs_by_request(journal: Journal, *, execution_id: int, workflow_id: int) -> int:
+    """A user's cancel: the execution's open task runs are cancelled, not left dangling."""
+    return await cancel_open_runs(
+        journal,
+        execution_id=execution_id,
+        workflow_id=workflow_id,
+        error="Cancelled by request",
+        message="Task {task_id} run {run_id} cancelled",
+    )
+
+
 def _event(execution: Execution, kind: EventType, status: str, **data: Any) -> Event:
     return Event(
         type=kind,
@@ -97,24 +108,46 @@ async def _move_workflow(session: AsyncSession, workflow: Workflow, intent: Inte
         raise refusal(Kind.WORKFLOW, workflow.id, workflow.status, intent)
 
 
+async def _switch_workflow(
+    session: AsyncSession,
+    bus: EventBus,
+    workflow: Workflow,
+    intent: Intent,
+    *,
+    moves: ES,
+    event: EventType,
+    message: str,
+) -> tuple[list[int], list[int]]:
+    """Move the workflow by `intent`, then each of its executions that are `moves` by the same
+    intent (journalling `event`); returns those moved and those left pending."""
+    await _move_workflow(session, workflow, intent)
+    journal = Journal(session, bus)
+    moved: list[int] = []
+    for execution in await _executions_of(session, workflow.id, [moves]):
+        target = RULES[Kind.EXECUTION, intent].target
+        if await journal.record_move(
+            _event(execution, event, target), message.format(id=execution.id), intent
+        ):
+            moved.append(execution.id)
+    waiting = [e.id for e in await _executions_of(session, workflow.id, [ES.PENDING])]
+    await journal.commit()
+    return moved, waiting
+
+
 async def pause_workflow(
     session: AsyncSession, bus: EventBus, dispatcher: Dispatcher, workflow: Workflow
 ) -> list[int]:
     """Pause the workflow: its running executions stop at their next task boundary, its
     pending ones wait. Returns the ids of both."""
-    await _move_workflow(session, workflow, Intent.PAUSE)
-    journal = Journal(session, bus)
-    paused: list[int] = []
-    for execution in await _executions_of(session, workflow.id, [ES.RUNNING]):
-        recorded = await journal.record_move(
-            _event(execution, EventType.WORKFLOW_PAUSED, ES.PAUSED),
-            f"Execution {execution.id} paused; it stops at the next task boundary",
-            Intent.PAUSE,
-        )
-        if recorded is not None:
-            paused.append(execution.id)
-    waiting = [e.id for e in await _executions_of(session, workflow.id, [ES.PENDING])]
-    await journal.commit()
+    paused, waiting = await _switch_workflow(
+        session,
+        bus,
+        workflow,
+        Intent.PAUSE,
+        moves=ES.RUNNING,
+        event=EventType.WORKFLOW_PAUSED,
+        message="Execution {id} paused; it stops at the next task boundary",
+    )
     for execution_id in paused:
         dispatcher.pause(execution_id)
     return paused + waiting
@@ -124,19 +157,15 @@ async def resume_workflow(
     session: AsyncSession, bus: EventBus, dispatcher: Dispatcher, workflow: Workflow
 ) -> list[int]:
     """Resume the workflow: its paused and pending executions are handed to the dispatcher."""
-    await _move_workflow(session, workflow, Intent.RESUME)
-    journal = Journal(session, bus)
-    resumed: list[int] = []
-    for execution in await _executions_of(session, workflow.id, [ES.PAUSED]):
-        recorded = await journal.record_move(
-            _event(execution, EventType.WORKFLOW_RESUMED, ES.PENDING),
-            f"Execution {execution.id} resumed",
-            Intent.RESUME,
-        )
-        if recorded is not None:
-            resumed.append(execution.id)
-    waiting = [e.id for e in await _executions_of(session, workflow.id, [ES.PENDING])]
-    await journal.commit()
+    resumed, waiting = await _switch_workflow(
+        session,
+        bus,
+        workflow,
+        Intent.RESUME,
+        moves=ES.PAUSED,
+        event=EventType.WORKFLOW_RESUMED,
+        message="Execution {id} resumed",
+    )
     affected = sorted(set(resumed) | set(waiting))
     for execution_id in affected:
         dispatcher.submit(execution_id)
@@ -165,12 +194,8 @@ async def cancel_executions(
         output = await partial_output(session, execution, workflow)
         if not await move(session, Kind.EXECUTION, execution.id, Intent.CANCEL, output_data=output):
             continue
-        await cancel_open_runs(
-            journal,
-            execution_id=execution.id,
-            workflow_id=execution.workflow_id,
-            error="Cancelled by request",
-            message="Task {task_id} run {run_id} cancelled",
+        await cancel_runs_by_request(
+            journal, execution_id=execution.id, workflow_id=execution.workflow_id
         )
         await journal.record(
             _event(execution, EventType.WORKFLOW_CANCELLED, ES.CANCELLED),

@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from crew_platform.db import utcnow
-from crew_platform.engine.control import cancel_open_runs
+from crew_platform.engine.control import cancel_open_runs, cancel_runs_by_request
 from crew_platform.engine.journal import Journal
 from crew_platform.engine.loading import RunState, load_state
 from crew_platform.engine.rules import Intent, Kind, move
@@ -224,12 +224,8 @@ class ExecutionRunner:
         """After a user cancel: whatever was still running is cancelled, not left dangling."""
         async with self._sessions() as session:
             journal = Journal(session, self._bus)
-            await cancel_open_runs(
-                journal,
-                execution_id=state.execution_id,
-                workflow_id=state.workflow_id,
-                error="Cancelled by request",
-                message="Task {task_id} run {run_id} cancelled",
+            await cancel_runs_by_request(
+                journal, execution_id=state.execution_id, workflow_id=state.workflow_id
             )
             await journal.commit()
 

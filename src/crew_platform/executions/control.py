@@ -35,11 +35,7 @@ async def pause(
 ) -> ControlResult:
     workflow = await get_workflow(session, workflow_id)
     affected = await pause_workflow(session, bus, dispatcher, workflow)
-    return ControlResult(
-        workflow_id=workflow_id,
-        workflow_status=WorkflowStatus.PAUSED,
-        affected_executions=await reload(session, affected),
-    )
+    return await _result(session, workflow_id, WorkflowStatus.PAUSED, affected)
 
 
 async def resume(
@@ -47,9 +43,15 @@ async def resume(
 ) -> ControlResult:
     workflow = await get_workflow(session, workflow_id)
     affected = await resume_workflow(session, bus, dispatcher, workflow)
+    return await _result(session, workflow_id, WorkflowStatus.ACTIVE, affected)
+
+
+async def _result(
+    session: AsyncSession, workflow_id: int, status: str, affected: list[int]
+) -> ControlResult:
     return ControlResult(
         workflow_id=workflow_id,
-        workflow_status=WorkflowStatus.ACTIVE,
+        workflow_status=status,
         affected_executions=await reload(session, affected),
     )
 
@@ -65,11 +67,7 @@ async def cancel_workflow(
             {"workflow_id": workflow_id},
         )
     cancelled = await cancel_executions(session, bus, dispatcher, workflow, unfinished)
-    return ControlResult(
-        workflow_id=workflow_id,
-        workflow_status=workflow.status,
-        affected_executions=await reload(session, cancelled),
-    )
+    return await _result(session, workflow_id, workflow.status, cancelled)
 
 
 async def cancel_execution(
@@ -81,11 +79,7 @@ async def cancel_execution(
     if not cancelled:
         await session.refresh(execution, ["status"])
         raise refusal(Kind.EXECUTION, execution_id, execution.status, Intent.CANCEL)
-    return ControlResult(
-        workflow_id=workflow.id,
-        workflow_status=workflow.status,
-        affected_executions=await reload(session, cancelled),
-    )
+    return await _result(session, workflow.id, workflow.status, cancelled)
 
 
 async def stop_all(session: AsyncSession, dispatcher: Dispatcher, *, workflow_id: int) -> None:

@@ -4,9 +4,22 @@ from crew_platform.models.tables import (
     Agent,
     Execution,
     ExecutionLog,
+    McpServer,
     Task,
     TaskRun,
+    Tool,
+    ToolCall,
     Workflow,
 )
 
-__all__ = ["Agent", "Execution", "ExecutionLog", "Task", "TaskRun", "Workflow"]
+__all__ = [
+    "Agent",
+    "Execution",
+    "ExecutionLog",
+    "McpServer",
+    "Task",
+    "TaskRun",
+    "Tool",
+    "ToolCall",
+    "Workflow",
+]

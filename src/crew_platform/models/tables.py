@@ -16,10 +16,12 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from crew_platform.common.limits import (
+    CALL_ID_LENGTH,
     EVENT_LENGTH,
     NAME_LENGTH,
     STATE_LENGTH,
     TASK_TYPE_LENGTH,
+    URL_LENGTH,
     WORKFLOW_TYPE_LENGTH,
 )
 from crew_platform.db import Base, JSONType, UTCDateTime, utcnow
@@ -144,3 +146,74 @@ class ExecutionLog(Base):
     message: Mapped[str] = mapped_column(Text)
     task_id: Mapped[int | None] = mapped_column(Integer)
     data: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+
+
+class Tool(TimestampMixin, Base):
+    """A tool a user defined over HTTP (built-in and MCP tools are not stored here)."""
+
+    __tablename__ = "tools"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
+    description: Mapped[str] = mapped_column(Text)
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    """The JSON Schema of the arguments, given to the model."""
+    http: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    """`method`, `url`, `headers` (values may hold `${ENV_NAME}`, resolved only at call time)."""
+    created_by: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
+
+
+class McpServer(TimestampMixin, Base):
+    """An MCP server whose tools agents may call as `<server>.<tool>`."""
+
+    __tablename__ = "mcp_servers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
+    url: Mapped[str | None] = mapped_column(String(URL_LENGTH))
+    """Streamable HTTP endpoint; None for a stdio server."""
+    command: Mapped[list[str] | None] = mapped_column(JSONType)
+    """stdio transport (only with MCP_ALLOW_STDIO=true)."""
+    headers: Mapped[dict[str, str] | None] = mapped_column(JSONType)
+    tools: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    """The server's tools as last listed (`name`, `description`, `input_schema`)."""
+    reachable: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    refreshed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_by: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
+
+
+class ToolCall(Base):
+    """One tool call of one model answer inside a task run: recorded before it runs and when
+    it returns, so a resumed step replays the conversation and never calls a finished tool
+    again."""
+
+    __tablename__ = "tool_calls"
+    __table_args__ = (
+        UniqueConstraint("task_run_id", "iteration", "position", name="uq_tool_calls_turn"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    execution_id: Mapped[int] = mapped_column(
+        ForeignKey("executions.id", ondelete="CASCADE"), index=True
+    )
+    task_run_id: Mapped[int] = mapped_column(
+        ForeignKey("task_runs.id", ondelete="CASCADE"), index=True
+    )
+    task_id: Mapped[int] = mapped_column(Integer)
+    iteration: Mapped[int] = mapped_column(Integer)
+    """Which model call of the step asked for it (1-based)."""
+    position: Mapped[int] = mapped_column(Integer)
+    """Its place among the calls of that model answer (0-based)."""
+    call_id: Mapped[str] = mapped_column(String(CALL_ID_LENGTH))
+    tool: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    arguments: Mapped[str] = mapped_column(Text)
+    """The arguments as the model sent them (JSON text, possibly invalid)."""
+    assistant_content: Mapped[str | None] = mapped_column(Text)
+    """Text the model answered beside its tool calls (kept on position 0)."""
+    status: Mapped[str] = mapped_column(String(STATE_LENGTH))
+    result: Mapped[str | None] = mapped_column(Text)
+    """What the model was given back: the tool's result, or its error text."""
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
