@@ -212,7 +212,7 @@ def test_documented_responses_have_the_documented_fields(base: str) -> None:
     agent = requests.post(
         f"{base}/api/v1/agents/",
         json={"name": "Researcher", "role": "Research Specialist", "goal": "Gather",
-              "capabilities": ["Web Search"], "tools": ["search_tool"]},
+              "capabilities": ["Web Search"], "tools": ["web_search"]},
         timeout=30,
     ).json()  # fmt: skip
     assert set(agent) == AGENT_EXAMPLE_FIELDS

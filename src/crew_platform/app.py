@@ -29,6 +29,8 @@ from crew_platform.realtime.sse import router as sse_router
 from crew_platform.realtime.ws import router as ws_router
 from crew_platform.settings import Settings, get_settings, limit_is_off
 from crew_platform.tasks.router import router as tasks_router
+from crew_platform.toolbox.router import servers_router as mcp_servers_router
+from crew_platform.toolbox.router import tools_router
 from crew_platform.workflows.router import router as workflows_router
 
 log = logging.getLogger(__name__)
@@ -135,6 +137,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sse_router,
         executions_router,
         models_router,
+        tools_router,
+        mcp_servers_router,
         ws_router,
     ):
         app.include_router(router)

@@ -62,6 +62,30 @@ class MissingInput(ValidationFailed):
     code = "MISSING_INPUT"
 
 
+class ToolNotFound(ValidationFailed):
+    """Agents name tools that resolve to none: refused before a run starts."""
+
+    code = "TOOL_NOT_FOUND"
+
+    @classmethod
+    def for_agents(cls, unknown: dict[int, list[str]], names: dict[int, str]) -> ToolNotFound:
+        """`unknown`: agent id -> the tool names it gives that no tool has."""
+        parts = [
+            f"agent {agent_id} ({names.get(agent_id, '?')}): {', '.join(tools)}"
+            for agent_id, tools in sorted(unknown.items())
+        ]
+        return cls(
+            "Unknown tools named by " + "; ".join(parts),
+            {
+                "agents": [
+                    {"agent_id": agent_id, "name": names.get(agent_id), "unknown_tools": tools}
+                    for agent_id, tools in sorted(unknown.items())
+                ],
+                "unknown_tools": sorted({t for tools in unknown.values() for t in tools}),
+            },
+        )
+
+
 class PayloadTooLarge(PlatformError):
     status_code = 413
     code = "PAYLOAD_TOO_LARGE"

@@ -12,9 +12,10 @@ from crew_platform.agents.schemas import (
     AgentTestResult,
     AgentUpdate,
 )
-from crew_platform.common.deps import BusDep, ReadsDep, SessionDep, SettingsDep
+from crew_platform.common.deps import BusDep, ReadsDep, SessionDep, SettingsDep, ToolboxDep
 from crew_platform.common.http import ERROR_RESPONSES, TOTAL_COUNT, AgentId, PageDep
 from crew_platform.common.schemas import Deleted
+from crew_platform.toolbox.service import check_agents_tools
 
 router = APIRouter(prefix="/api/v1/agents", tags=["agents"], responses=ERROR_RESPONSES)
 
@@ -60,10 +61,17 @@ async def delete_agent(agent_id: AgentId, session: SessionDep) -> Deleted:
 
 @router.post("/{agent_id}/test", response_model=AgentTestResult, summary="Test agent")
 async def test_agent(
-    agent_id: AgentId, data: AgentTestRequest, session: SessionDep, request: Request, bus: BusDep
+    agent_id: AgentId,
+    data: AgentTestRequest,
+    session: SessionDep,
+    request: Request,
+    bus: BusDep,
+    toolbox: ToolboxDep,
 ) -> AgentTestResult:
     """Runs the agent once on `input` (+ `context`) and answers inline; a model failure is
-    `success: false` with the error, never a 5xx."""
+    `success: false` with the error, never a 5xx. 422 `TOOL_NOT_FOUND` when the agent names a
+    tool that does not exist."""
+    await check_agents_tools(session, toolbox, [agent_id])
     return await service.test_agent(
         session, agent_id=agent_id, data=data, gateway=request.app.state.gateway, bus=bus
     )

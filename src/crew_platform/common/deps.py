@@ -12,6 +12,7 @@ from crew_platform.engine import Dispatcher
 from crew_platform.events.bus import EventBus
 from crew_platform.reads import Reads
 from crew_platform.settings import Settings
+from crew_platform.tools.registry import Registry
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -41,8 +42,14 @@ async def get_bus(request: Request) -> EventBus:
     return bus
 
 
+async def get_toolbox(request: Request) -> Registry:
+    registry: Registry = request.app.state.tools
+    return registry
+
+
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 ReadsDep = Annotated[Reads, Depends(get_reads)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
 BusDep = Annotated[EventBus, Depends(get_bus)]
+ToolboxDep = Annotated[Registry, Depends(get_toolbox)]

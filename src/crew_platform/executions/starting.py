@@ -17,11 +17,13 @@ from crew_platform.executions.schemas import ExecuteRequest, ExecutionRead
 from crew_platform.llm.prompts import placeholders
 from crew_platform.models import Agent, Execution, Task, Workflow
 from crew_platform.tasks.service import get_task, sort_for_execution
+from crew_platform.toolbox.service import check_agents_tools
+from crew_platform.tools.base import Toolbox
 from crew_platform.workflows.service import get_workflow
 
 
 async def _check_runnable(
-    session: AsyncSession, tasks: Sequence[Task], inputs: dict[str, Any]
+    session: AsyncSession, toolbox: Toolbox, tasks: Sequence[Task], inputs: dict[str, Any]
 ) -> None:
     missing: dict[str, list[int]] = defaultdict(list)
     for task in tasks:
@@ -50,6 +52,7 @@ async def _check_runnable(
             f"Tasks {unrunnable} have no active agent assigned",
             {"task_ids": unrunnable, "fields": {"agent_id": "an active agent is required"}},
         )
+    await check_agents_tools(session, toolbox, agent_ids)
 
 
 async def _create_execution(
@@ -83,7 +86,12 @@ async def _create_execution(
 
 
 async def start_workflow(
-    session: AsyncSession, dispatcher: Dispatcher, *, workflow_id: int, request: ExecuteRequest
+    session: AsyncSession,
+    dispatcher: Dispatcher,
+    toolbox: Toolbox,
+    *,
+    workflow_id: int,
+    request: ExecuteRequest,
 ) -> ExecutionRead:
     workflow = await get_workflow(session, workflow_id)
     if not workflow.is_active:
@@ -103,7 +111,7 @@ async def start_workflow(
             f"Workflow {workflow_id} has no active tasks to run",
             {"workflow_id": workflow_id, "reason": "no_tasks"},
         )
-    await _check_runnable(session, tasks, request.input_data)
+    await _check_runnable(session, toolbox, tasks, request.input_data)
     order = [t.id for t in tasks]
     if workflow.workflow_type == "parallel":
         deps = {t.id: list(t.dependencies or []) for t in tasks}
@@ -123,7 +131,12 @@ async def start_workflow(
 
 
 async def start_task(
-    session: AsyncSession, dispatcher: Dispatcher, *, task_id: int, request: ExecuteRequest
+    session: AsyncSession,
+    dispatcher: Dispatcher,
+    toolbox: Toolbox,
+    *,
+    task_id: int,
+    request: ExecuteRequest,
 ) -> ExecutionRead:
     task = await get_task(session, task_id)
     workflow = await get_workflow(session, task.workflow_id)
@@ -137,7 +150,7 @@ async def start_task(
             f"Task {task_id} is inactive; activate it before executing",
             {"task_id": task_id, "reason": "inactive"},
         )
-    await _check_runnable(session, [task], request.input_data)
+    await _check_runnable(session, toolbox, [task], request.input_data)
     return await _create_execution(
         session,
         dispatcher,

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Response
 
-from crew_platform.common.deps import BusDep, DispatcherDep, SessionDep
+from crew_platform.common.deps import BusDep, DispatcherDep, SessionDep, ToolboxDep
 from crew_platform.common.http import (
     ERROR_RESPONSES,
     TOTAL_COUNT,
@@ -92,12 +92,13 @@ async def execute_task(
     task_id: TaskId,
     session: SessionDep,
     dispatcher: DispatcherDep,
+    toolbox: ToolboxDep,
     request: Annotated[ExecuteRequest | None, Body()] = None,
 ) -> ExecutionRead:
     """Runs this one task now with its agent, as an execution of mode `task`; its
     dependencies' latest outputs are its context."""
     return await starting.start_task(
-        session, dispatcher, task_id=task_id, request=request or ExecuteRequest()
+        session, dispatcher, toolbox, task_id=task_id, request=request or ExecuteRequest()
     )
 
 

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, Response
 
-from crew_platform.common.deps import BusDep, DispatcherDep, SessionDep
+from crew_platform.common.deps import BusDep, DispatcherDep, SessionDep, ToolboxDep
 from crew_platform.common.http import ERROR_RESPONSES, TOTAL_COUNT, PageDep, WorkflowId
 from crew_platform.common.schemas import Deleted
 from crew_platform.engine import ExecutionStatus
@@ -73,10 +73,12 @@ async def execute_workflow(
     workflow_id: WorkflowId,
     session: SessionDep,
     dispatcher: DispatcherDep,
+    toolbox: ToolboxDep,
     request: Annotated[ExecuteRequest | None, Body()] = None,
 ) -> ExecutionRead:
+    """422 `TOOL_NOT_FOUND` when an agent of its tasks names a tool that does not exist."""
     return await starting.start_workflow(
-        session, dispatcher, workflow_id=workflow_id, request=request or ExecuteRequest()
+        session, dispatcher, toolbox, workflow_id=workflow_id, request=request or ExecuteRequest()
     )
 
 
