@@ -19,7 +19,7 @@ from crew_platform.common.http import install_error_handlers
 from crew_platform.db import create_engine, create_sessionmaker
 from crew_platform.edge.body_limit import BodyLimitMiddleware
 from crew_platform.edge.docs_ui import install_docs
-from crew_platform.engine import Dispatcher, ExecutionRunner
+from crew_platform.engine import Dispatcher, ExecutionRunner, tool_timeout
 from crew_platform.events.bus import create_bus
 from crew_platform.executions.router import router as executions_router
 from crew_platform.llm.gateway import LLMGateway
@@ -29,6 +29,7 @@ from crew_platform.realtime.sse import router as sse_router
 from crew_platform.realtime.ws import router as ws_router
 from crew_platform.settings import Settings, get_settings, limit_is_off
 from crew_platform.tasks.router import router as tasks_router
+from crew_platform.tools.base import Toolbox
 from crew_platform.workflows.router import router as workflows_router
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,8 @@ on Cerebras inference by default. Errors always use the envelope
 `{"error": CODE, "message": ..., "details": {...}}`."""
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, toolbox: Toolbox | None = None) -> FastAPI:
+    """`toolbox`: the tools agents call (default: none until the tool registry is wired)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -89,8 +91,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await bus.start()
             gateway = LLMGateway(settings)
             stack.push_async_callback(gateway.aclose)
+            app.state.tools = toolbox
             dispatcher = Dispatcher(
-                ExecutionRunner(sessionmaker, bus, gateway),
+                ExecutionRunner(
+                    sessionmaker,
+                    bus,
+                    gateway,
+                    toolbox,
+                    tool_timeout=tool_timeout(settings),
+                ),
                 sessionmaker,
                 max_running=settings.execution_max_concurrency,
             )

@@ -15,6 +15,7 @@ from crew_platform.agents.schemas import (
 from crew_platform.common.deps import BusDep, ReadsDep, SessionDep, SettingsDep
 from crew_platform.common.http import ERROR_RESPONSES, TOTAL_COUNT, AgentId, PageDep
 from crew_platform.common.schemas import Deleted
+from crew_platform.engine import ToolLoop, tool_timeout
 
 router = APIRouter(prefix="/api/v1/agents", tags=["agents"], responses=ERROR_RESPONSES)
 
@@ -64,6 +65,6 @@ async def test_agent(
 ) -> AgentTestResult:
     """Runs the agent once on `input` (+ `context`) and answers inline; a model failure is
     `success: false` with the error, never a 5xx."""
-    return await service.test_agent(
-        session, agent_id=agent_id, data=data, gateway=request.app.state.gateway, bus=bus
-    )
+    state = request.app.state
+    loop = ToolLoop(state.gateway, state.tools, timeout=tool_timeout(state.settings))
+    return await service.test_agent(session, agent_id=agent_id, data=data, loop=loop, bus=bus)
