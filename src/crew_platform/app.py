@@ -19,7 +19,7 @@ from crew_platform.common.http import install_error_handlers
 from crew_platform.db import create_engine, create_sessionmaker
 from crew_platform.edge.body_limit import BodyLimitMiddleware
 from crew_platform.edge.docs_ui import install_docs
-from crew_platform.engine import Dispatcher, ExecutionRunner, tool_timeout
+from crew_platform.engine import Dispatcher, ExecutionRunner
 from crew_platform.events.bus import create_bus
 from crew_platform.executions.router import router as executions_router
 from crew_platform.llm.gateway import LLMGateway
@@ -98,7 +98,7 @@ def create_app(settings: Settings | None = None, toolbox: Toolbox | None = None)
                     bus,
                     gateway,
                     toolbox,
-                    tool_timeout=tool_timeout(settings),
+                    tool_timeout=settings.tool_timeout_seconds,
                 ),
                 sessionmaker,
                 max_running=settings.execution_max_concurrency,

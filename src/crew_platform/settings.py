@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     llm_timeout_seconds: float = Field(default=120.0, gt=0)
     llm_max_retries: int = Field(default=3, ge=0)
     models_cache_seconds: float = Field(default=60.0, ge=0)
+    tool_timeout_seconds: float = Field(default=30.0, gt=0)
 
     sqlite_read_connections: int = Field(default=2, ge=1)
 

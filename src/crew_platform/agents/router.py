@@ -15,7 +15,7 @@ from crew_platform.agents.schemas import (
 from crew_platform.common.deps import BusDep, ReadsDep, SessionDep, SettingsDep
 from crew_platform.common.http import ERROR_RESPONSES, TOTAL_COUNT, AgentId, PageDep
 from crew_platform.common.schemas import Deleted
-from crew_platform.engine import ToolLoop, tool_timeout
+from crew_platform.engine import ToolLoop
 
 router = APIRouter(prefix="/api/v1/agents", tags=["agents"], responses=ERROR_RESPONSES)
 
@@ -66,5 +66,5 @@ async def test_agent(
     """Runs the agent once on `input` (+ `context`) and answers inline; a model failure is
     `success: false` with the error, never a 5xx."""
     state = request.app.state
-    loop = ToolLoop(state.gateway, state.tools, timeout=tool_timeout(state.settings))
+    loop = ToolLoop(state.gateway, state.tools, timeout=state.settings.tool_timeout_seconds)
     return await service.test_agent(session, agent_id=agent_id, data=data, loop=loop, bus=bus)

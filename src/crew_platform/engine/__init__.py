@@ -26,7 +26,7 @@ from crew_platform.engine.states import (
     TaskRunStatus,
     WorkflowStatus,
 )
-from crew_platform.engine.tool_loop import ToolLoop, tool_timeout
+from crew_platform.engine.tool_loop import ToolLoop
 
 __all__ = [
     "FINISHED",
@@ -55,6 +55,5 @@ __all__ = [
     "refusal",
     "resume_workflow",
     "retry_execution",
-    "tool_timeout",
     "unfinished_executions",
 ]

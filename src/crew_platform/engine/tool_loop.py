@@ -24,7 +24,6 @@ from typing import Any, Protocol
 
 from crew_platform.llm.gateway import ChunkSink, Completion, LLMGateway
 from crew_platform.llm.prompts import AgentProfile
-from crew_platform.settings import Settings
 from crew_platform.tools.base import Toolbox, ToolError, ToolSpec
 from crew_platform.tools.naming import to_model_name
 
@@ -73,11 +72,6 @@ class NoCallLog:
 
     async def finished(self, call: CallRecord) -> None:
         return None
-
-
-def tool_timeout(settings: Settings) -> float:
-    """TOOL_TIMEOUT_SECONDS (30 until the tools settings exist)."""
-    return float(getattr(settings, "tool_timeout_seconds", 30.0))
 
 
 def max_iter_of(config: Mapping[str, Any] | None) -> int:
