@@ -212,7 +212,8 @@ def create_stub_app(state: StubState | None = None) -> Starlette:
                 status_code=404,
             )
         calls = _scripted_calls(reply)
-        content = str(reply.get("content", "" if calls else default_answer(model, prompt)))
+        quiet = calls or reply.get("quote_tools")
+        content = str(reply.get("content", "" if quiet else default_answer(model, prompt)))
         if reply.get("quote_tools"):
             content = (content + " " if content else "") + quote_tool_results(messages)
         usage = {

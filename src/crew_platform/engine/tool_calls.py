@@ -137,47 +137,33 @@ async def carry_over(
     )
     if previous is None:
         return []
+    table = ToolCall.__table__
     rows = (
         await writer.execute(
-            select(ToolCall)
-            .where(ToolCall.task_run_id == previous)
-            .order_by(ToolCall.iteration, ToolCall.position)
+            select(table)
+            .where(table.c.task_run_id == previous)
+            .order_by(table.c.iteration, table.c.position)
         )
-    ).scalars()
+    ).mappings()
     records: list[CallRecord] = []
     copies: list[dict[str, Any]] = []
     for row in rows:
-        finished = row.status in (COMPLETED, FAILED) and row.result is not None
+        finished = row["status"] in (COMPLETED, FAILED) and row["result"] is not None
         records.append(
             CallRecord(
-                iteration=row.iteration,
-                position=row.position,
-                call_id=row.call_id,
-                tool=row.tool,
-                arguments=row.arguments,
-                assistant_content=row.assistant_content,
-                result=row.result if finished else None,
-                failed=row.status == FAILED,
+                iteration=row["iteration"],
+                position=row["position"],
+                call_id=row["call_id"],
+                tool=row["tool"],
+                arguments=row["arguments"],
+                assistant_content=row["assistant_content"],
+                result=row["result"] if finished else None,
+                failed=row["status"] == FAILED,
             )
         )
         if finished:
             copies.append(
-                {
-                    "execution_id": execution_id,
-                    "task_run_id": task_run_id,
-                    "task_id": task_id,
-                    "iteration": row.iteration,
-                    "position": row.position,
-                    "call_id": row.call_id,
-                    "tool": row.tool,
-                    "arguments": row.arguments,
-                    "assistant_content": row.assistant_content,
-                    "status": row.status,
-                    "result": row.result,
-                    "error": row.error,
-                    "started_at": row.started_at,
-                    "completed_at": row.completed_at,
-                }
+                {k: v for k, v in row.items() if k != "id"} | {"task_run_id": task_run_id}
             )
     if copies:
         await writer.execute(insert(ToolCall), copies)
