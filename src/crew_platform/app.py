@@ -29,6 +29,7 @@ from crew_platform.realtime.sse import router as sse_router
 from crew_platform.realtime.ws import router as ws_router
 from crew_platform.settings import Settings, get_settings, limit_is_off
 from crew_platform.tasks.router import router as tasks_router
+from crew_platform.tools.registry import Registry
 from crew_platform.workflows.router import router as workflows_router
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.gateway = gateway
             app.state.dispatcher = dispatcher
             app.state.hub = hub
+            app.state.tools = Registry(settings, sessionmaker)
             warm_up = asyncio.create_task(_warm_up_later(gateway), name="llm-sdk-warm-up")
             stack.push_async_callback(_cancelled, warm_up)
             app.state.sdk_warm_up = warm_up
