@@ -39,7 +39,8 @@ async def call_http_tool(
         try:
             if method in QUERY_METHODS:
                 params = {key: _query_value(value) for key, value in arguments.items()}
-                request = client.build_request(method, url, params=params)
+                merged = httpx2.URL(url).copy_merge_params(params)  # keeps the URL's own query
+                request = client.build_request(method, merged)
             else:
                 request = client.build_request(method, url, json=dict(arguments))
             response = await client.send(request, stream=True)
