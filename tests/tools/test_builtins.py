@@ -159,15 +159,6 @@ async def test_fetch_url_refuses_loopback_without_the_allow_list(
     assert site.received == []
 
 
-async def test_fetch_url_connects_to_the_checked_address_with_the_name_as_host(
-    site: LocalSite, tool_settings: Settings
-) -> None:
-    url = site.route("/named", "hello")
-    assert await fetch_url(site.url("/named", host="localhost"), tool_settings) == "hello"
-    assert url.startswith("http://127.0.0.1")
-    assert site.received[0].headers["Host"] == f"localhost:{site.port}"
-
-
 async def test_fetch_url_reports_http_errors(site: LocalSite, tool_settings: Settings) -> None:
     with pytest.raises(ToolError, match="HTTP 404"):
         await fetch_url(site.url("/missing"), tool_settings)

@@ -3,14 +3,22 @@ alone: nothing here sends traffic anywhere (check_url only resolves names)."""
 
 from __future__ import annotations
 
-from ipaddress import ip_address
+from ipaddress import ip_address, ip_network
 
+import httpx2
 import pydantic
 import pytest
 
 from crew_platform.settings import Settings
 from crew_platform.tools.base import ToolError
-from crew_platform.tools.ssrf import address_problem, check_url, parse_networks, refusal_reason
+from crew_platform.tools.ssrf import (
+    address_problem,
+    check_url,
+    parse_networks,
+    refusal_reason,
+    resolve,
+)
+from crew_platform.tools.transport import GuardedTransport
 
 LOOPBACK_SPELLINGS = [
     "http://127.0.0.1/",
@@ -102,3 +110,25 @@ def test_a_bad_allowed_network_is_refused_at_start_up() -> None:
         parse_networks("127.0.0.0/8,10.0.0.0/33")
     with pytest.raises(pydantic.ValidationError, match="not-a-network"):
         Settings(tools_allowed_networks="not-a-network")
+
+
+async def test_the_transport_connects_to_the_address_it_checked() -> None:
+    """The request leaves for the checked address; Host and TLS SNI keep the name."""
+    seen: list[httpx2.Request] = []
+
+    def record(request: httpx2.Request) -> httpx2.Response:
+        seen.append(request)
+        return httpx2.Response(200)
+
+    addresses = await resolve("localhost", 8443)
+    allowed = [ip_network(address) for address in addresses]
+    transport = GuardedTransport(allowed, inner=httpx2.MockTransport(record))
+    async with httpx2.AsyncClient(transport=transport) as client:
+        await client.get("https://localhost:8443/path?q=1")
+        with pytest.raises(ToolError, match="loopback"):
+            await client.get("http://127.0.0.2/")
+    [request] = seen
+    assert request.url.host == str(addresses[0])
+    assert (request.url.port, request.url.path, request.url.query) == (8443, "/path", b"q=1")
+    assert request.headers["Host"] == "localhost:8443"
+    assert request.extensions["sni_hostname"] == "localhost"

@@ -17,9 +17,13 @@ USER_AGENT = "crew-platform-tools/0.1"
 
 
 class GuardedTransport(httpx2.AsyncBaseTransport):
-    def __init__(self, allowed_networks: AllowedNetworks) -> None:
+    def __init__(
+        self,
+        allowed_networks: AllowedNetworks,
+        inner: httpx2.AsyncBaseTransport | None = None,
+    ) -> None:
         self._allowed = allowed_networks
-        self._inner = httpx2.AsyncHTTPTransport(trust_env=False)
+        self._inner = inner or httpx2.AsyncHTTPTransport(trust_env=False)
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         url = request.url
