@@ -178,3 +178,9 @@ async def test_http_tools_are_held_to_the_ssrf_guard(
     with pytest.raises(ToolError, match="loopback"):
         await registry.call("internal", {"city": "Oslo"}, timeout=5)
     assert site.received == []
+
+
+async def test_the_app_holds_a_registry(app: Any) -> None:
+    registry = app.state.tools
+    assert isinstance(registry, Registry)
+    assert await registry.get("calculator") is not None
