@@ -30,6 +30,7 @@ from crew_platform.realtime.ws import router as ws_router
 from crew_platform.settings import Settings, get_settings, limit_is_off
 from crew_platform.tasks.router import router as tasks_router
 from crew_platform.tools.base import Toolbox
+from crew_platform.tools.registry import Registry
 from crew_platform.workflows.router import router as workflows_router
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,8 @@ on Cerebras inference by default. Errors always use the envelope
 
 
 def create_app(settings: Settings | None = None, toolbox: Toolbox | None = None) -> FastAPI:
-    """`toolbox`: the tools agents call (default: none until the tool registry is wired)."""
+    """`toolbox`: the tools agents call (default: the registry of built-in, HTTP and MCP
+    tools)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -91,13 +93,14 @@ def create_app(settings: Settings | None = None, toolbox: Toolbox | None = None)
                 await bus.start()
             gateway = LLMGateway(settings)
             stack.push_async_callback(gateway.aclose)
-            app.state.tools = toolbox
+            tools = toolbox or Registry(settings, sessionmaker)
+            app.state.tools = tools
             dispatcher = Dispatcher(
                 ExecutionRunner(
                     sessionmaker,
                     bus,
                     gateway,
-                    toolbox,
+                    tools,
                     tool_timeout=settings.tool_timeout_seconds,
                 ),
                 sessionmaker,
