@@ -165,8 +165,9 @@ class LLMGateway:
         tools: Sequence[Mapping[str, Any]] = (),
     ) -> Completion:
         """One streamed chat completion. `tools` are function specs as providers take them
-        (see `engine.tool_loop.function_spec`); with any, the model may answer with tool calls instead of text
-        (`tool_choice: "auto"`; never `parallel_tool_calls`, which Cerebras refuses)."""
+        (see `engine.tool_loop.function_spec`); with any, the model may answer with tool calls
+        instead of text (`tool_choice: "auto"`; never `parallel_tool_calls`, which Cerebras
+        refuses)."""
         ref = resolve(model)
         client = self._client(ref.provider)
         openai = sdk()
