@@ -234,7 +234,8 @@ def test_documented_responses_have_the_documented_fields(base: str) -> None:
 
     stats = requests.get(f"{base}/api/v1/executions/stats", timeout=30)
     assert stats.status_code == 200
-    assert set(stats.json()) == STATS_EXAMPLE_FIELDS
+    # The spec's fields, and the tool counts issue 11 added.
+    assert set(stats.json()) == STATS_EXAMPLE_FIELDS | {"total_tool_calls", "tool_errors"}
 
 
 def test_interactive_docs_are_served(base: str) -> None:

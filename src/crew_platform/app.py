@@ -31,6 +31,8 @@ from crew_platform.settings import Settings, get_settings, limit_is_off
 from crew_platform.tasks.router import router as tasks_router
 from crew_platform.toolbox.router import servers_router as mcp_servers_router
 from crew_platform.toolbox.router import tools_router
+from crew_platform.tools.base import Toolbox
+from crew_platform.tools.registry import Registry
 from crew_platform.workflows.router import router as workflows_router
 
 log = logging.getLogger(__name__)
@@ -73,7 +75,9 @@ on Cerebras inference by default. Errors always use the envelope
 `{"error": CODE, "message": ..., "details": {...}}`."""
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, toolbox: Toolbox | None = None) -> FastAPI:
+    """`toolbox`: the tools agents call (default: the registry of built-in, HTTP and MCP
+    tools)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -91,8 +95,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await bus.start()
             gateway = LLMGateway(settings)
             stack.push_async_callback(gateway.aclose)
+            tools = toolbox or Registry(settings, sessionmaker)
+            app.state.tools = tools
             dispatcher = Dispatcher(
-                ExecutionRunner(sessionmaker, bus, gateway),
+                ExecutionRunner(
+                    sessionmaker,
+                    bus,
+                    gateway,
+                    tools,
+                    tool_timeout=settings.tool_timeout_seconds,
+                ),
                 sessionmaker,
                 max_running=settings.execution_max_concurrency,
             )

@@ -77,6 +77,28 @@ class Settings(BaseSettings):
     """permessage-deflate on WebSockets: compressing each event once per subscriber costs more
     server CPU and latency than the small JSON messages gain on the wire."""
 
+    tool_timeout_seconds: float = Field(default=30.0, gt=0)
+    """A tool call taking longer returns a time-out error to the model."""
+    tool_fetch_max_bytes: int = Field(default=1024 * 1024, ge=1)
+    """At most this many bytes of a response are read (fetch_url, HTTP tools)."""
+    tool_result_max_chars: int = Field(default=20_000, ge=1)
+    """A tool's result is cut to this many characters before the model sees it."""
+    tools_allowed_networks: str = ""
+    """Comma-separated CIDRs tools may reach although they are loopback, private or link-local
+    (e.g. `127.0.0.0/8` for a local MCP server); empty: only public addresses."""
+    web_search_url: str | None = None
+    """Base URL of a SearXNG instance (JSON output enabled) for the web_search tool."""
+    mcp_allow_stdio: bool = False
+    """Whether MCP servers may be started as local processes (stdio transport)."""
+
+    @field_validator("tools_allowed_networks")
+    @classmethod
+    def _valid_networks(cls, value: str) -> str:
+        from crew_platform.tools.ssrf import parse_networks
+
+        parse_networks(value)
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _async_driver(cls, value: str) -> str:

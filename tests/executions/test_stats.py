@@ -35,6 +35,8 @@ SPEC_KEYS = {
     "success_rate",
     "average_execution_time",
     "total_tokens_used",
+    "total_tool_calls",
+    "tool_errors",
     "executions_by_day",
     "top_workflows",
     "error_breakdown",
@@ -166,6 +168,8 @@ async def test_stats_of_seeded_history_exactly(app: FastAPI, client: httpx.Async
         "success_rate": 0.0,
         "average_execution_time": 0.0,
         "total_tokens_used": 0,
+        "total_tool_calls": 0,
+        "tool_errors": 0,
         "executions_by_day": [
             {"date": datetime.now(UTC).date().isoformat(), "count": 0, "successful": 0, "failed": 0}
         ],

@@ -15,6 +15,7 @@ from crew_platform.agents.schemas import (
 from crew_platform.common.deps import BusDep, ReadsDep, SessionDep, SettingsDep, ToolboxDep
 from crew_platform.common.http import ERROR_RESPONSES, TOTAL_COUNT, AgentId, PageDep
 from crew_platform.common.schemas import Deleted
+from crew_platform.engine import ToolLoop
 from crew_platform.toolbox.service import check_agents_tools
 
 router = APIRouter(prefix="/api/v1/agents", tags=["agents"], responses=ERROR_RESPONSES)
@@ -72,6 +73,6 @@ async def test_agent(
     `success: false` with the error, never a 5xx. 422 `TOOL_NOT_FOUND` when the agent names a
     tool that does not exist."""
     await check_agents_tools(session, toolbox, [agent_id])
-    return await service.test_agent(
-        session, agent_id=agent_id, data=data, gateway=request.app.state.gateway, bus=bus
-    )
+    state = request.app.state
+    loop = ToolLoop(state.gateway, toolbox, timeout=state.settings.tool_timeout_seconds)
+    return await service.test_agent(session, agent_id=agent_id, data=data, loop=loop, bus=bus)

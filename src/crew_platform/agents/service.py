@@ -12,14 +12,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crew_platform.agents.schemas import AgentCreate, AgentTestRequest, AgentTestResult, AgentUpdate
 from crew_platform.common.persistence import commit_unique, name_taken, paginate_rows
-from crew_platform.engine import profile_of, publish
+from crew_platform.engine import ToolLoop, profile_of, publish
 from crew_platform.errors import Conflict, NotFound, PlatformError
 from crew_platform.events.bus import EventBus
 from crew_platform.events.types import Event, EventType
-from crew_platform.llm.gateway import LLMGateway
 from crew_platform.llm.prompts import messages
 from crew_platform.models import Agent, Task
 from crew_platform.reads import Reads
+from crew_platform.tools.base import ToolError
 
 
 async def read_agents(
@@ -110,10 +110,11 @@ async def test_agent(
     *,
     agent_id: int,
     data: AgentTestRequest,
-    gateway: LLMGateway,
+    loop: ToolLoop,
     bus: EventBus,
 ) -> AgentTestResult:
-    """Run the agent once, inline (the one deliberate exception to background execution).
+    """Run the agent once, inline (the one deliberate exception to background execution),
+    through the same tool loop as a step, keeping no tool call.
 
     The session is released before the model call so no connection waits on the model.
     """
@@ -125,12 +126,8 @@ async def test_agent(
         prompt += "\n\nContext:\n" + json.dumps(data.context, ensure_ascii=False, indent=2)
     began = time.perf_counter()
     try:
-        completion = await gateway.complete(
-            model=profile.model,
-            messages=messages(profile, prompt),
-            temperature=profile.temperature,
-            top_p=profile.top_p,
-            max_tokens=profile.max_tokens,
+        completion = await loop.run(
+            profile, messages(profile, prompt), specs=await loop.tools_of(profile)
         )
         result = AgentTestResult(
             agent_id=agent_id,
@@ -141,7 +138,8 @@ async def test_agent(
             success=True,
             error=None,
         )
-    except PlatformError as exc:
+    except (PlatformError, ToolError) as exc:
+        error = f"{exc.code}: {exc.message}" if isinstance(exc, PlatformError) else str(exc)
         result = AgentTestResult(
             agent_id=agent_id,
             input=data.input,
@@ -149,7 +147,7 @@ async def test_agent(
             execution_time=round(time.perf_counter() - began, 6),
             tokens_used=0,
             success=False,
-            error=f"{exc.code}: {exc.message}",
+            error=error,
         )
     await publish(
         bus,

@@ -12,7 +12,7 @@ from crew_platform.engine import Dispatcher
 from crew_platform.events.bus import EventBus
 from crew_platform.reads import Reads
 from crew_platform.settings import Settings
-from crew_platform.tools.registry import Registry
+from crew_platform.tools.base import Toolbox
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
@@ -42,9 +42,9 @@ async def get_bus(request: Request) -> EventBus:
     return bus
 
 
-async def get_toolbox(request: Request) -> Registry:
-    registry: Registry = request.app.state.tools
-    return registry
+async def get_toolbox(request: Request) -> Toolbox:
+    toolbox: Toolbox = request.app.state.tools
+    return toolbox
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
@@ -52,4 +52,4 @@ ReadsDep = Annotated[Reads, Depends(get_reads)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
 BusDep = Annotated[EventBus, Depends(get_bus)]
-ToolboxDep = Annotated[Registry, Depends(get_toolbox)]
+ToolboxDep = Annotated[Toolbox, Depends(get_toolbox)]

@@ -85,9 +85,7 @@ AgentId = Annotated[int, Path(description="Agent id"), _existing("Agent"), _ID_S
 WorkflowId = Annotated[int, Path(description="Workflow id"), _existing("Workflow"), _ID_SCHEMA]
 TaskId = Annotated[int, Path(description="Task id"), _existing("Task"), _ID_SCHEMA]
 ExecutionId = Annotated[int, Path(description="Execution id"), _existing("Execution"), _ID_SCHEMA]
-McpServerId = Annotated[
-    int, Path(description="MCP server id"), _existing("MCP server"), _ID_SCHEMA
-]
+McpServerId = Annotated[int, Path(description="MCP server id"), _existing("MCP server"), _ID_SCHEMA]
 
 WorkflowFilter = Annotated[int | None, Query(ge=1, le=MAX_ID, description="Filter by workflow ID")]
 AgentFilter = Annotated[int | None, Query(ge=1, le=MAX_ID, description="Filter by agent ID")]

@@ -21,7 +21,11 @@ Reply fields: content, latency, status, headers, body,
               chunk_delay (seconds between chunks), usage (false to omit the usage report, or
               {"prompt_tokens": n, "completion_tokens": m} to report those numbers),
               gate (hold the request until the gate is opened), quorum (with gate: the gate
-              opens by itself once this many requests wait at it).
+              opens by itself once this many requests wait at it),
+              tool_calls ([{"name", "arguments" (object or raw text), "id"?}, ...]: the answer
+              asks for these calls, streamed in deltas as providers do, finish_reason
+              "tool_calls"), quote_tools (true: the answer ends with the `tool` messages the
+              request carried, "Tool results: <call id>=<content>; ...").
 A request held by a gate or a hang notices when its client goes away: it is then marked
 `"_disconnected": true` in /_requests and `disconnects` counts it.
 """
@@ -207,10 +211,14 @@ def create_stub_app(state: StubState | None = None) -> Starlette:
                 },
                 status_code=404,
             )
-        content = str(reply.get("content", default_answer(model, prompt)))
+        calls = _scripted_calls(reply)
+        quiet = calls or reply.get("quote_tools")
+        content = str(reply.get("content", "" if quiet else default_answer(model, prompt)))
+        if reply.get("quote_tools"):
+            content = (content + " " if content else "") + quote_tool_results(messages)
         usage = {
             "prompt_tokens": sum(_words(str(m.get("content", ""))) for m in messages),
-            "completion_tokens": _words(content),
+            "completion_tokens": _words(content) + sum(_words(c["arguments"]) for c in calls),
         }
         if isinstance(reply.get("usage"), dict):
             usage = {k: int(reply["usage"][k]) for k in ("prompt_tokens", "completion_tokens")}
@@ -229,8 +237,12 @@ def create_stub_app(state: StubState | None = None) -> Starlette:
                     "choices": [
                         {
                             "index": 0,
-                            "finish_reason": "stop",
-                            "message": {"role": "assistant", "content": content},
+                            "finish_reason": "tool_calls" if calls else "stop",
+                            "message": {
+                                "role": "assistant",
+                                "content": content or None,
+                                **({"tool_calls": [_call_json(c) for c in calls]} if calls else {}),
+                            },
                         }
                     ],
                     "usage": usage,
@@ -240,7 +252,17 @@ def create_stub_app(state: StubState | None = None) -> Starlette:
         if reply.get("usage") is False:
             include_usage = False
         return StreamingResponse(
-            _stream(ident, created, model, content, usage, include_usage, reply, state.chunk_words),
+            _stream(
+                ident,
+                created,
+                model,
+                content,
+                usage,
+                include_usage,
+                reply,
+                state.chunk_words,
+                calls,
+            ),
             media_type="text/event-stream",
         )
 
@@ -303,6 +325,7 @@ async def _stream(
     include_usage: bool,
     reply: dict[str, Any],
     chunk_words: int,
+    calls: list[dict[str, str]],
 ) -> AsyncIterator[bytes]:
     def frame(delta: dict[str, Any], finish: str | None = None) -> bytes:
         chunk = {
@@ -314,7 +337,7 @@ async def _stream(
         }
         return f"data: {json.dumps(chunk)}\n\n".encode()
 
-    words = content.split(" ")
+    words = content.split(" ") if content or not calls else []
     pieces = [" ".join(words[i : i + chunk_words]) for i in range(0, len(words), chunk_words)]
     pieces = [p + (" " if i < len(pieces) - 1 else "") for i, p in enumerate(pieces)]
     yield frame({"role": "assistant", "content": ""})
@@ -332,7 +355,15 @@ async def _stream(
         if delay:
             await asyncio.sleep(delay)
         yield frame({"content": piece})
-    yield frame({}, "stop")
+    for index, call in enumerate(calls):
+        first = _call_json(call) | {"index": index}
+        first["function"] = {"name": call["name"], "arguments": ""}
+        yield frame({"tool_calls": [first]})
+        for piece in _thirds(call["arguments"]):
+            if delay:
+                await asyncio.sleep(delay)
+            yield frame({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+    yield frame({}, "tool_calls" if calls else "stop")
     if include_usage:
         tail = {
             "id": ident,
@@ -344,6 +375,43 @@ async def _stream(
         }
         yield f"data: {json.dumps(tail)}\n\n".encode()
     yield b"data: [DONE]\n\n"
+
+
+def _scripted_calls(reply: dict[str, Any]) -> list[dict[str, str]]:
+    """The reply's tool calls with ids and arguments as JSON text."""
+    calls = []
+    for i, call in enumerate(reply.get("tool_calls") or ()):
+        arguments = call.get("arguments", {})
+        calls.append(
+            {
+                "id": str(call.get("id") or f"call_{time.monotonic_ns()}_{i}"),
+                "name": str(call["name"]),
+                "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments),
+            }
+        )
+    return calls
+
+
+def _call_json(call: dict[str, str]) -> dict[str, Any]:
+    return {
+        "id": call["id"],
+        "type": "function",
+        "function": {"name": call["name"], "arguments": call["arguments"]},
+    }
+
+
+def _thirds(text: str) -> list[str]:
+    """`text` in up to three pieces, as providers stream a call's arguments."""
+    step = max(1, -(-len(text) // 3))
+    return [text[i : i + step] for i in range(0, len(text), step)]
+
+
+def quote_tool_results(messages: list[dict[str, Any]]) -> str:
+    """What a `quote_tools` answer ends with: every `tool` message of the request."""
+    results = [
+        f"{m.get('tool_call_id')}={m.get('content')}" for m in messages if m.get("role") == "tool"
+    ]
+    return "Tool results: " + "; ".join(results)
 
 
 def free_port() -> int:

@@ -26,6 +26,7 @@ from crew_platform.engine.states import (
     TaskRunStatus,
     WorkflowStatus,
 )
+from crew_platform.engine.tool_loop import ToolLoop
 
 __all__ = [
     "FINISHED",
@@ -39,6 +40,7 @@ __all__ = [
     "Kind",
     "Rule",
     "TaskRunStatus",
+    "ToolLoop",
     "WorkflowStatus",
     "abort_runners",
     "allows",

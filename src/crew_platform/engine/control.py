@@ -20,6 +20,7 @@ from crew_platform.engine.rules import RULES, Intent, Kind, move, refusal
 from crew_platform.engine.states import UNFINISHED
 from crew_platform.engine.states import ExecutionStatus as ES
 from crew_platform.engine.states import TaskRunStatus as TS
+from crew_platform.engine.tool_calls import cancel_running_calls
 from crew_platform.events.bus import EventBus
 from crew_platform.events.types import Event, EventType
 from crew_platform.models import Execution, TaskRun, Workflow
@@ -71,7 +72,9 @@ async def cancel_open_runs(
 
 
 async def cancel_runs_by_request(journal: Journal, *, execution_id: int, workflow_id: int) -> int:
-    """A user's cancel: the execution's open task runs are cancelled, not left dangling."""
+    """A user's cancel: the execution's open task runs (and tool calls) are cancelled, not
+    left dangling."""
+    await cancel_running_calls(journal.session, execution_id)
     return await cancel_open_runs(
         journal,
         execution_id=execution_id,

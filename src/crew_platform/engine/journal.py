@@ -31,8 +31,20 @@ _LEVELS = {
     EventType.WORKFLOW_CANCELLED: "warning",
     EventType.TASK_CANCELLED: "warning",
     EventType.TASK_SKIPPED: "warning",
+    EventType.TOOL_CALL_FAILED: "warning",
 }
-_LOGGED_DATA_KEYS = ("output", "error", "tokens_used", "execution_time", "attempt", "reason")
+_LOGGED_DATA_KEYS = (
+    "output",
+    "error",
+    "tokens_used",
+    "execution_time",
+    "attempt",
+    "reason",
+    "tool",
+    "call_id",
+    "arguments",
+    "result",
+)
 
 log = logging.getLogger(__name__)
 

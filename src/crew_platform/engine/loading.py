@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from crew_platform.engine.plan import PlannedTask, context_of, graph
 from crew_platform.engine.states import TaskRunStatus as TS
+from crew_platform.engine.tool_loop import max_iter_of
 from crew_platform.llm.prompts import AgentProfile
 from crew_platform.models import Agent, Execution, Task, TaskRun, Workflow
 
@@ -81,6 +82,8 @@ def profile_of(agent: Agent) -> AgentProfile:
         temperature=agent.temperature,
         top_p=agent.top_p,
         max_tokens=agent.max_tokens,
+        tools=tuple(agent.tools or ()),
+        max_iter=max_iter_of(agent.config),
     )
 
 

@@ -24,11 +24,14 @@ from crew_platform.engine.states import ExecutionStatus as ES
 from crew_platform.engine.states import TaskRunStatus as TS
 from crew_platform.engine.states import WorkflowStatus
 from crew_platform.engine.step import Step, event_of
+from crew_platform.engine.tool_calls import INTERRUPTED
+from crew_platform.engine.tool_loop import ToolLoop
 from crew_platform.events.bus import EventBus
 from crew_platform.events.types import EventType
 from crew_platform.llm.errors import LLMNotConfigured
 from crew_platform.llm.gateway import LLMGateway
 from crew_platform.models import Execution, Task, TaskRun, Workflow
+from crew_platform.tools.base import Toolbox
 
 log = logging.getLogger(__name__)
 
@@ -39,12 +42,15 @@ class ExecutionRunner:
         sessionmaker: async_sessionmaker[AsyncSession],
         bus: EventBus,
         gateway: LLMGateway,
+        toolbox: Toolbox | None = None,
+        *,
+        tool_timeout: float = 30.0,
     ) -> None:
         self._sessions = sessionmaker
         self._engine: AsyncEngine = sessionmaker.kw["bind"]
         self._bus = bus
         self._gateway = gateway
-        self._step = Step(self._engine, bus, gateway)
+        self._step = Step(self._engine, bus, ToolLoop(gateway, toolbox, timeout=tool_timeout))
 
     @property
     def bus(self) -> EventBus:
@@ -126,7 +132,7 @@ class ExecutionRunner:
                     journal,
                     execution_id=execution_id,
                     workflow_id=workflow.id,
-                    error="Interrupted: the server stopped during this run",
+                    error=INTERRUPTED,
                     message="Task {task_id} run {run_id} was interrupted and will run again",
                     reason="interrupted",
                 )

@@ -22,12 +22,15 @@ from crew_platform.engine.loading import RunState
 from crew_platform.engine.rules import Intent, Kind, move
 from crew_platform.engine.scheduler import StepResult
 from crew_platform.engine.states import TaskRunStatus as TS
+from crew_platform.engine.tool_calls import StoredCallLog, carry_over
+from crew_platform.engine.tool_loop import CallRecord, ToolLoop
 from crew_platform.errors import PlatformError
 from crew_platform.events.bus import EventBus
 from crew_platform.events.types import Event, EventType
-from crew_platform.llm.gateway import Completion, LLMGateway
+from crew_platform.llm.gateway import Completion
 from crew_platform.llm.prompts import ContextItem, fill, messages, task_prompt
 from crew_platform.models import TaskRun
+from crew_platform.tools.base import ToolError
 
 _INSERT_RUN = insert(TaskRun).returning(TaskRun.id)
 
@@ -45,6 +48,8 @@ class OpenRun:
     started_seq: int | None = None
     values: dict[str, Any] = field(default_factory=dict)
     context_ids: list[int] = field(default_factory=list)
+    replay: list[CallRecord] = field(default_factory=list)
+    """Tool calls an interrupted earlier attempt recorded (see `tool_calls.carry_over`)."""
 
 
 def event_of(
@@ -83,10 +88,10 @@ async def insert_run(journal: Journal, **values: Any) -> int | None:
 
 
 class Step:
-    def __init__(self, engine: AsyncEngine, bus: EventBus, gateway: LLMGateway) -> None:
+    def __init__(self, engine: AsyncEngine, bus: EventBus, loop: ToolLoop) -> None:
         self._engine = engine
         self._bus = bus
-        self._gateway = gateway
+        self._loop = loop
 
     async def run(self, state: RunState, task_id: int) -> StepResult:
         opened = await self._open(state, task_id)
@@ -122,6 +127,7 @@ class Step:
             values = (spec.input_data if spec else {}) | state.input_data
             context_ids = state.context_ids(task_id)
             run_id = None
+            replay: list[CallRecord] = []
             if spec is not None:
                 run_id = await insert_run(
                     journal,
@@ -133,6 +139,14 @@ class Step:
                     input={"input_data": values, "context_task_ids": context_ids},
                     started_at=started.timestamp,
                 )
+            if run_id is not None:
+                replay = await carry_over(
+                    conn,
+                    execution_id=state.execution_id,
+                    task_id=task_id,
+                    attempt=attempt,
+                    task_run_id=run_id,
+                )
             if run_id is None:
                 await journal.rollback()
             else:
@@ -140,11 +154,11 @@ class Step:
         if run_id is None:
             return await self._task_gone(state, task_id)
         state.attempts[task_id] = attempt
-        return OpenRun(run_id, task_id, agent_id, attempt, started.seq, values, context_ids)
+        return OpenRun(run_id, task_id, agent_id, attempt, started.seq, values, context_ids, replay)
 
     async def _call(self, state: RunState, run: OpenRun) -> Completion | str:
-        """The model call of an open run, with no connection held; a failure is returned as
-        its error text."""
+        """The model calls (and tool calls) of an open run, with no connection held between
+        its commits; a failure is returned as its error text."""
         spec = state.tasks[run.task_id]
         agent = spec.agent
         if agent is None:
@@ -183,17 +197,34 @@ class Step:
                 ),
             )
 
+        calls = StoredCallLog(
+            self._engine,
+            self._bus,
+            execution_id=state.execution_id,
+            task_run_id=run.id,
+            task_id=run.task_id,
+            event=lambda kind, data: event_of(
+                state,
+                kind,
+                task_id=run.task_id,
+                agent_id=agent.agent_id,
+                status=TS.RUNNING,
+                data=data,
+            ),
+        )
         try:
-            return await self._gateway.complete(
-                model=agent.model,
-                messages=messages(agent, prompt),
-                temperature=agent.temperature,
-                top_p=agent.top_p,
-                max_tokens=agent.max_tokens,
+            return await self._loop.run(
+                agent,
+                messages(agent, prompt),
+                specs=await self._loop.tools_of(agent),
+                calls=calls,
+                replay=run.replay,
                 on_chunk=publish_chunk,
             )
         except PlatformError as exc:
             return f"{exc.code}: {exc.message}"
+        except ToolError as exc:
+            return f"TOOL_ERROR: {exc}"
 
     async def _store(
         self, state: RunState, run: OpenRun, completion: Completion, elapsed: float

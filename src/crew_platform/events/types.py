@@ -21,6 +21,9 @@ class EventType(StrEnum):
     TASK_SKIPPED = "task_skipped"
     TASK_CANCELLED = "task_cancelled"
     TASK_OUTPUT_CHUNK = "task_output_chunk"
+    TOOL_CALL_STARTED = "tool_call_started"
+    TOOL_CALL_COMPLETED = "tool_call_completed"
+    TOOL_CALL_FAILED = "tool_call_failed"
     AGENT_TEST_COMPLETED = "agent_test_completed"
 
 

@@ -27,7 +27,7 @@ from crew_platform.executions.schemas import (
     RunningTask,
     WorkflowCount,
 )
-from crew_platform.models import Execution, ExecutionLog, Task, TaskRun
+from crew_platform.models import Execution, ExecutionLog, Task, TaskRun, ToolCall
 from crew_platform.tasks.service import get_task
 from crew_platform.workflows.service import get_workflow
 
@@ -79,6 +79,20 @@ async def task_runs(
     await get_task(session, task_id)
     query = select(TaskRun).where(TaskRun.task_id == task_id).order_by(TaskRun.id.desc())
     return await paginate(session, query, skip=skip, limit=limit)
+
+
+async def tool_calls_of(session: AsyncSession, run_ids: Sequence[int]) -> dict[int, list[ToolCall]]:
+    """The tool calls of these task runs, by run, in the order the model asked for them."""
+    calls: dict[int, list[ToolCall]] = {}
+    if run_ids:
+        rows = await session.scalars(
+            select(ToolCall)
+            .where(ToolCall.task_run_id.in_(run_ids))
+            .order_by(ToolCall.task_run_id, ToolCall.iteration, ToolCall.position)
+        )
+        for call in rows:
+            calls.setdefault(call.task_run_id, []).append(call)
+    return calls
 
 
 async def execution_logs(
@@ -220,6 +234,14 @@ async def execution_stats(
             Execution.completed_at.is_not(None),
         )
     )
+    tool_calls, tool_errors = (
+        await session.execute(
+            select(func.count(), func.sum(case((ToolCall.status == "failed", 1), else_=0)))
+            .select_from(ToolCall)
+            .join(Execution, Execution.id == ToolCall.execution_id)
+            .where(*window)
+        )
+    ).one()
     total = sum(count for count, _ in by_status.values())
     successful = by_status.get(ES.COMPLETED.value, (0, 0))[0]
     calendar = [first_day + timedelta(days=i) for i in range(days)]
@@ -231,6 +253,8 @@ async def execution_stats(
         success_rate=round(100.0 * successful / total, 2) if total else 0.0,
         average_execution_time=round(float(average), 3) if average is not None else 0.0,
         total_tokens_used=int(sum(tokens for _, tokens in by_status.values())),
+        total_tool_calls=int(tool_calls or 0),
+        tool_errors=int(tool_errors or 0),
         executions_by_day=[
             DayCount(date=d, count=c, successful=s, failed=f)
             for d in calendar

@@ -115,6 +115,10 @@ class ExecutionStats(BaseModel):
     success_rate: float
     average_execution_time: float
     total_tokens_used: int
+    total_tool_calls: int = Field(description="Tool calls the counted executions made")
+    tool_errors: int = Field(
+        description="Those of them that failed (their error went back to the model)"
+    )
     executions_by_day: list[DayCount]
     top_workflows: list[WorkflowCount]
     error_breakdown: list[ErrorCount]

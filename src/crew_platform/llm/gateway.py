@@ -60,11 +60,23 @@ ChunkSink = Callable[[str, int], Awaitable[None]]
 
 
 @dataclass
+class ToolCallRequest:
+    """One function call the model asked for; `arguments_text` is exactly what it sent (JSON
+    text, possibly invalid)."""
+
+    id: str
+    name: str
+    arguments_text: str
+
+
+@dataclass
 class Completion:
     text: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
     attempts: int = 1
+    tool_calls: list[ToolCallRequest] = field(default_factory=list)
+    finish_reason: str | None = None
 
     @property
     def tokens_used(self) -> int:
@@ -145,16 +157,21 @@ class LLMGateway:
         self,
         *,
         model: str,
-        messages: Sequence[dict[str, str]],
+        messages: Sequence[Mapping[str, Any]],
         temperature: float,
         top_p: float,
         max_tokens: int,
         on_chunk: ChunkSink | None = None,
+        tools: Sequence[Mapping[str, Any]] = (),
     ) -> Completion:
+        """One streamed chat completion. `tools` are function specs as providers take them
+        (see `engine.tool_loop.function_spec`); with any, the model may answer with tool calls
+        instead of text (`tool_choice: "auto"`; never `parallel_tool_calls`, which Cerebras
+        refuses)."""
         ref = resolve(model)
         client = self._client(ref.provider)
         openai = sdk()
-        body = {
+        body: dict[str, Any] = {
             "model": ref.model,
             "messages": list(messages),
             "temperature": temperature,
@@ -163,6 +180,9 @@ class LLMGateway:
             "stream": True,
             "stream_options": {"include_usage": True},
         }
+        if tools:
+            body["tools"] = list(tools)
+            body["tool_choice"] = "auto"
         attempts = self._settings.llm_max_retries + 1
         delay = 0.0
         for attempt in range(1, attempts + 1):
@@ -324,6 +344,7 @@ async def _read(body: AsyncIterator[bytes], on_chunk: ChunkSink | None, attempt:
     chunk was the largest part of a streamed call's CPU cost.
     """
     pieces: list[str] = []
+    calls: dict[int, _CallPieces] = {}
     completion = Completion(text="")
     chunks = 0
     finished = False
@@ -337,9 +358,16 @@ async def _read(body: AsyncIterator[bytes], on_chunk: ChunkSink | None, attempt:
         for choice in chunk.get("choices") or ():
             if not isinstance(choice, dict):
                 raise BrokenStream(f"malformed chunk: a choice is {type(choice).__name__}")
-            finished = finished or choice.get("finish_reason") is not None
+            reason = choice.get("finish_reason")
+            if reason is not None:
+                finished = True
+                completion.finish_reason = str(reason)
             delta = choice.get("delta")
-            text = delta.get("content") if isinstance(delta, dict) else None
+            if not isinstance(delta, dict):
+                continue
+            if delta.get("tool_calls"):
+                _add_call_pieces(calls, delta["tool_calls"])
+            text = delta.get("content")
             if text:
                 if not isinstance(text, str):
                     raise BrokenStream("malformed chunk: content is not text")
@@ -351,7 +379,40 @@ async def _read(body: AsyncIterator[bytes], on_chunk: ChunkSink | None, attempt:
     if not finished:
         raise BrokenStream("the stream ended before the answer was finished")
     completion.text = "".join(pieces)
+    completion.tool_calls = [calls[i].request(i) for i in sorted(calls)]
     return completion
+
+
+@dataclass
+class _CallPieces:
+    id: str = ""
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+
+    def request(self, index: int) -> ToolCallRequest:
+        if not self.name:
+            raise BrokenStream(f"malformed chunk: tool call {index} has no function name")
+        return ToolCallRequest(self.id or f"call_{index}", self.name, "".join(self.arguments))
+
+
+def _add_call_pieces(calls: dict[int, _CallPieces], deltas: object) -> None:
+    """Adds one chunk's tool-call deltas: `id` and `function.name` come once (in the first
+    delta of a call), `function.arguments` in pieces; `index` says which call a delta is of."""
+    if not isinstance(deltas, list):
+        raise BrokenStream("malformed chunk: tool_calls is not a list")
+    for delta in deltas:
+        if not isinstance(delta, dict) or not isinstance(delta.get("index", 0), int):
+            raise BrokenStream("malformed chunk: a tool call delta without an index")
+        call = calls.setdefault(delta.get("index", 0), _CallPieces())
+        function = delta.get("function") or {}
+        if not isinstance(function, dict):
+            raise BrokenStream("malformed chunk: a tool call's function is not an object")
+        if isinstance(delta.get("id"), str) and delta["id"]:
+            call.id = delta["id"]
+        if isinstance(function.get("name"), str) and function["name"]:
+            call.name = function["name"]
+        if isinstance(function.get("arguments"), str):
+            call.arguments.append(function["arguments"])
 
 
 async def _sse_data(body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

@@ -23,6 +23,10 @@ class AgentProfile:
     temperature: float
     top_p: float
     max_tokens: int
+    tools: tuple[str, ...] = ()
+    """The names of the tools the agent may call."""
+    max_iter: int = 15
+    """Most model calls of one step (the tool loop's bound)."""
 
 
 @dataclass(frozen=True)

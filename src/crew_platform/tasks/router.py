@@ -18,7 +18,14 @@ from crew_platform.common.schemas import Deleted
 from crew_platform.executions import control, repository, starting
 from crew_platform.executions.schemas import ExecuteRequest, ExecutionRead, TaskRetryResult
 from crew_platform.tasks import service
-from crew_platform.tasks.schemas import TaskCreate, TaskRead, TaskRunRead, TaskStatus, TaskUpdate
+from crew_platform.tasks.schemas import (
+    TaskCreate,
+    TaskRead,
+    TaskRunRead,
+    TaskStatus,
+    TaskUpdate,
+    ToolCallRead,
+)
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"], responses=ERROR_RESPONSES)
 
@@ -115,7 +122,11 @@ async def task_executions(
         session, task_id=task_id, skip=page.skip, limit=page.limit
     )
     response.headers["X-Total-Count"] = str(total)
-    return [TaskRunRead.model_validate(r) for r in runs]
+    calls = await repository.tool_calls_of(session, [r.id for r in runs])
+    reads = [TaskRunRead.model_validate(r) for r in runs]
+    for read in reads:
+        read.tool_calls = [ToolCallRead.model_validate(c) for c in calls.get(read.id, [])]
+    return reads
 
 
 @router.post(

@@ -99,6 +99,20 @@ class TaskUpdate(RequestModel):
     _not_null = reject_explicit_null(*NOT_NULLABLE)
 
 
+class ToolCallRead(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    call_id: str
+    tool: str
+    arguments: str = Field(description="As the model sent them (JSON text, possibly invalid)")
+    status: str = Field(description="`running`, `completed`, `failed` or `cancelled`")
+    result: str | None = Field(description="What the model was given back (the error text too)")
+    error: str | None
+    iteration: int = Field(description="Which model call of the run asked for it (1-based)")
+    started_at: datetime
+    completed_at: datetime | None
+
+
 class TaskRunRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -116,3 +130,6 @@ class TaskRunRead(BaseModel):
     created_at: datetime
     started_at: datetime | None
     completed_at: datetime | None
+    tool_calls: list[ToolCallRead] = Field(
+        default_factory=list, description="The run's tool calls, in the order they were asked"
+    )

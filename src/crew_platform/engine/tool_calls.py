@@ -1,0 +1,179 @@
+"""Tool calls in the store: recorded before they run and when they return, replayed on resume.
+
+A call is a `tool_calls` row of its task run plus a journalled event, in one commit: first
+`running` with `tool_call_started`, then `completed` or `failed` with its result. When a step
+is interrupted (the process died), the next attempt of the task copies the calls that had a
+result into its own run (they are never run again) and runs again those left `running`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from crew_platform.db import utcnow
+from crew_platform.engine.journal import Journal
+from crew_platform.engine.rules import Writer
+from crew_platform.engine.states import TaskRunStatus as TS
+from crew_platform.engine.tool_loop import CallRecord
+from crew_platform.events.bus import EventBus
+from crew_platform.events.types import Event, EventType
+from crew_platform.models import TaskRun, ToolCall
+
+INTERRUPTED = "Interrupted: the server stopped during this run"
+"""The error of a task run closed because its process stopped; its next attempt replays it."""
+EVENT_TEXT_LIMIT = 2000
+"""Results and errors are cut to this many characters in events and the log."""
+
+RUNNING, COMPLETED, FAILED, CANCELLED = "running", "completed", "failed", "cancelled"
+
+
+def cut(text: str, limit: int = EVENT_TEXT_LIMIT) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+class StoredCallLog:
+    """Records the calls of one task run (the engine's `CallLog`)."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        bus: EventBus,
+        *,
+        execution_id: int,
+        task_run_id: int,
+        task_id: int,
+        event: Callable[..., Event],
+    ) -> None:
+        """`event(kind, data=...)` makes an event of this task run."""
+        self._engine = engine
+        self._bus = bus
+        self._execution_id = execution_id
+        self._run_id = task_run_id
+        self._task_id = task_id
+        self._event = event
+
+    async def started(self, calls: Sequence[CallRecord]) -> None:
+        async with self._engine.connect() as conn:
+            journal = Journal(conn, self._bus)
+            await conn.execute(
+                insert(ToolCall),
+                [
+                    {
+                        "execution_id": self._execution_id,
+                        "task_run_id": self._run_id,
+                        "task_id": self._task_id,
+                        "iteration": c.iteration,
+                        "position": c.position,
+                        "call_id": c.call_id,
+                        "tool": c.tool,
+                        "arguments": c.arguments,
+                        "assistant_content": c.assistant_content,
+                        "status": RUNNING,
+                        "started_at": utcnow(),
+                    }
+                    for c in calls
+                ],
+            )
+            for c in calls:
+                await journal.record(
+                    self._event(
+                        EventType.TOOL_CALL_STARTED,
+                        data={"tool": c.tool, "arguments": c.arguments, "call_id": c.call_id},
+                    ),
+                    f"Task {self._task_id} calls tool {c.tool} ({c.call_id})",
+                )
+            await journal.commit()
+
+    async def finished(self, call: CallRecord) -> None:
+        result = call.result or ""
+        async with self._engine.connect() as conn:
+            journal = Journal(conn, self._bus)
+            await conn.execute(
+                update(ToolCall)
+                .where(
+                    ToolCall.task_run_id == self._run_id,
+                    ToolCall.iteration == call.iteration,
+                    ToolCall.position == call.position,
+                )
+                .values(
+                    status=FAILED if call.failed else COMPLETED,
+                    result=result,
+                    error=result if call.failed else None,
+                    completed_at=utcnow(),
+                )
+            )
+            if call.failed:
+                kind, data = EventType.TOOL_CALL_FAILED, {"error": cut(result)}
+                message = f"Tool {call.tool} ({call.call_id}) failed: {cut(result, 300)}"
+            else:
+                kind, data = EventType.TOOL_CALL_COMPLETED, {"result": cut(result)}
+                message = f"Tool {call.tool} ({call.call_id}) returned {len(result)} characters"
+            await journal.record(
+                self._event(kind, data={"tool": call.tool, "call_id": call.call_id} | data),
+                message,
+            )
+            await journal.commit()
+
+
+async def carry_over(
+    writer: Writer, *, execution_id: int, task_id: int, attempt: int, task_run_id: int
+) -> list[CallRecord]:
+    """The calls the interrupted attempt before `attempt` recorded, in order; those with a
+    result are copied into run `task_run_id` (in the caller's transaction), those without are
+    returned unfinished, to run again. Nothing when the previous attempt was not interrupted
+    (a retry after a failure starts afresh)."""
+    previous = await writer.scalar(
+        select(TaskRun.id).where(
+            TaskRun.execution_id == execution_id,
+            TaskRun.task_id == task_id,
+            TaskRun.attempt == attempt - 1,
+            TaskRun.status == TS.CANCELLED.value,
+            TaskRun.error == INTERRUPTED,
+        )
+    )
+    if previous is None:
+        return []
+    table = ToolCall.__table__
+    rows = (
+        await writer.execute(
+            select(table)
+            .where(table.c.task_run_id == previous)
+            .order_by(table.c.iteration, table.c.position)
+        )
+    ).mappings()
+    records: list[CallRecord] = []
+    copies: list[dict[str, Any]] = []
+    for row in rows:
+        finished = row["status"] in (COMPLETED, FAILED) and row["result"] is not None
+        records.append(
+            CallRecord(
+                iteration=row["iteration"],
+                position=row["position"],
+                call_id=row["call_id"],
+                tool=row["tool"],
+                arguments=row["arguments"],
+                assistant_content=row["assistant_content"],
+                result=row["result"] if finished else None,
+                failed=row["status"] == FAILED,
+            )
+        )
+        if finished:
+            copies.append(
+                {k: v for k, v in row.items() if k != "id"} | {"task_run_id": task_run_id}
+            )
+    if copies:
+        await writer.execute(insert(ToolCall), copies)
+    return records
+
+
+async def cancel_running_calls(writer: Writer, execution_id: int) -> None:
+    """A user's cancel: calls still marked running were aborted with their run."""
+    await writer.execute(
+        update(ToolCall)
+        .where(ToolCall.execution_id == execution_id, ToolCall.status == RUNNING)
+        .values(status=CANCELLED, error="Cancelled by request", completed_at=utcnow())
+    )
