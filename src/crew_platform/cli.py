@@ -29,8 +29,8 @@ def _load_app() -> None:
 
     The import allocates a great many long-lived objects and hardly any garbage, so the
     collections it would trigger cost start-up time and find next to nothing; frozen, these
-    objects are not scanned by later collections either. uvicorn then finds the module already imported. The server then
-    collects less often (`GC_GEN0_THRESHOLD`).
+    objects are not scanned by later collections either. uvicorn then finds the module already
+    imported. The server then collects less often (`GC_GEN0_THRESHOLD`).
     """
     gc.disable()
     try:
