@@ -20,11 +20,20 @@ from crew_platform.tasks.service import get_task, sort_for_execution
 from crew_platform.workflows.service import get_workflow
 
 
-async def _check_runnable(
-    session: AsyncSession, tasks: Sequence[Task], inputs: dict[str, Any]
-) -> None:
+async def _active_tasks(session: AsyncSession, workflow_id: int) -> list[tuple[Task, bool]]:
+    """The tasks to run with whether their agent is active, in one query (the accept path
+    runs under the load it creates: each round trip waits behind the runners' work)."""
+    rows = await session.execute(
+        select(Task, Agent.is_active)
+        .outerjoin(Agent, Agent.id == Task.agent_id)
+        .where(Task.workflow_id == workflow_id, Task.is_active.is_(True))
+    )
+    return [(task, bool(agent_active)) for task, agent_active in rows.tuples()]
+
+
+def _check_runnable(tasks: Sequence[tuple[Task, bool]], inputs: dict[str, Any]) -> None:
     missing: dict[str, list[int]] = defaultdict(list)
-    for task in tasks:
+    for task, _ in tasks:
         available = set(inputs) | set(task.input_data or {})
         for key in sorted(placeholders(task.description, task.expected_output) - available):
             missing[key].append(task.id)
@@ -38,13 +47,7 @@ async def _check_runnable(
                 "fields": {f"input_data.{k}": "required by a task placeholder" for k in keys},
             },
         )
-    agent_ids = {t.agent_id for t in tasks if t.agent_id is not None}
-    active = set(
-        await session.scalars(
-            select(Agent.id).where(Agent.id.in_(agent_ids), Agent.is_active.is_(True))
-        )
-    )
-    unrunnable = sorted(t.id for t in tasks if t.agent_id is None or t.agent_id not in active)
+    unrunnable = sorted(t.id for t, agent_active in tasks if not agent_active)
     if unrunnable:
         raise ValidationFailed(
             f"Tasks {unrunnable} have no active agent assigned",
@@ -91,19 +94,14 @@ async def start_workflow(
             f"Workflow {workflow_id} is inactive; activate it before executing",
             {"workflow_id": workflow_id, "reason": "inactive"},
         )
-    tasks = sort_for_execution(
-        (
-            await session.scalars(
-                select(Task).where(Task.workflow_id == workflow_id, Task.is_active.is_(True))
-            )
-        ).all()
-    )
+    runnable = await _active_tasks(session, workflow_id)
+    tasks = sort_for_execution([task for task, _ in runnable])
     if not tasks:
         raise ValidationFailed(
             f"Workflow {workflow_id} has no active tasks to run",
             {"workflow_id": workflow_id, "reason": "no_tasks"},
         )
-    await _check_runnable(session, tasks, request.input_data)
+    _check_runnable(runnable, request.input_data)
     order = [t.id for t in tasks]
     if workflow.workflow_type == "parallel":
         deps = {t.id: list(t.dependencies or []) for t in tasks}
@@ -137,7 +135,10 @@ async def start_task(
             f"Task {task_id} is inactive; activate it before executing",
             {"task_id": task_id, "reason": "inactive"},
         )
-    await _check_runnable(session, [task], request.input_data)
+    agent_active = task.agent_id is not None and bool(
+        await session.scalar(select(Agent.is_active).where(Agent.id == task.agent_id))
+    )
+    _check_runnable([(task, agent_active)], request.input_data)
     return await _create_execution(
         session,
         dispatcher,
