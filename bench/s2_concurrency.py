@@ -113,7 +113,7 @@ CONNECTIONS_PER_CLIENT = 10
 """The burst's POSTs go out through 20 clients of 10 connections each, not one client of 200:
 httpx's pool looks at every connection for every request it places, so one client with 200
 connections spent seconds of the load generator's CPU per burst, and the slowest POST measured
-that instead of the server (findings of 2026-12-01)."""
+that instead of the server (`results/2026-12-01-engine.md`)."""
 
 
 async def _burst(server: Server, k: int, point: Point, tag: str, limit_s: float) -> None:
