@@ -13,8 +13,8 @@ $(UV):
 	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 
 # Bytecode is compiled at install time: uv does not by default, and where PYTHONDONTWRITEBYTECODE
-# is set (or the venv is read-only) every start would compile ~430 modules again (~0.75 s of a
-# ~1.3 s start-up on a 2-core machine). `compile-src` does the same for our own (editable) code.
+# is set (or the venv is read-only) every start would compile every imported module again, most
+# of the start-up time. `compile-src` does the same for our own (editable) code.
 # `make run` installs only what the service needs; `make test` adds the dev group (test and lint
 # tools), `make bench` the bench group too. `--inexact` keeps what another target installed.
 SYNC := $(UV) sync --frozen --inexact --compile-bytecode --no-default-groups

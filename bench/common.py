@@ -194,6 +194,14 @@ class Stub:
     def request_count(self) -> int:
         return len(httpx.get(self.admin + "/_requests", timeout=30).json())
 
+    def reset_peak(self) -> None:
+        """Start counting the most model calls in flight at once afresh."""
+        httpx.post(self.admin + "/_stats/reset", timeout=10).raise_for_status()
+
+    def peak_in_flight(self) -> int:
+        """Most chat requests the stub answered at once since `reset_peak`."""
+        return int(httpx.get(self.admin + "/_stats", timeout=10).json()["peak"])
+
 
 class Server:
     """`crew-platform serve` in its own process, as a user runs it (logging at warning)."""

@@ -182,6 +182,7 @@ async def _engine_runs(
                 execution = await starting.start_workflow(
                     session,
                     _NoDispatch(),  # type: ignore[arg-type]
+                    state.tools,
                     workflow_id=workflow_id,
                     request=ExecuteRequest(),
                 )

@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 
 SDK_WARM_UP_DELAY_SECONDS = 0.5
 """The openai SDK is imported in a worker thread this long after start-up: the import holds the
-GIL for ~0.35 s, which would otherwise slow the lifespan and the first requests."""
+GIL for a noticeable part of start-up, which would otherwise slow the lifespan and the first
+requests."""
 
 
 def rate_limited(settings: Settings) -> bool:

@@ -18,20 +18,19 @@ def migrate() -> None:
 
 GC_GEN0_THRESHOLD = 10_000
 """Python's default (700) runs a young collection every 700 net container allocations, and every
-100th of them a full one once the survivors grew by 25%. With 1000 WebSocket clients connected a
-full collection took 70-150 ms (it scans everything they hold), stalling every event in flight; at
-10,000 they become rare (p99 delivery to 1000 subscribers: 134-169 ms -> 21-24 ms in the same
-conditions) and a young collection still takes ~2 ms."""
+100th of them a full one once the survivors grew by a quarter. With many WebSocket clients
+connected a full collection scans everything they hold and stalls every event in flight; at
+10,000 full collections become rare, and a young one stays short (the figures are in the
+benchmark findings of 2026-11-29, scenario 4)."""
 
 
 def _load_app() -> None:
     """Import the app (most of start-up) with the cyclic GC paused, then freeze what it built.
 
-    The import allocates ~140k long-lived objects and hardly any garbage, so the collections it
-    would trigger find next to nothing (~40 ms of CPU with compiled bytecode, ~0.1 s when
-    modules are compiled from source); frozen, these objects are not scanned by later
-    collections either. uvicorn then finds the module already imported. The server then
-    collects less often (`GC_GEN0_THRESHOLD`).
+    The import allocates a great many long-lived objects and hardly any garbage, so the
+    collections it would trigger cost start-up time and find next to nothing; frozen, these
+    objects are not scanned by later collections either. uvicorn then finds the module already
+    imported. The server then collects less often (`GC_GEN0_THRESHOLD`).
     """
     gc.disable()
     try:

@@ -13,6 +13,9 @@ Admin API (not part of OpenAI's):
     GET  /_requests the chat requests received, newest last
     POST /_reset    forget scripts, requests and config
     POST /_open     {"gate": "name"} let the requests held at that gate go on
+    GET  /_stats    {"active": n, "peak": m}: chat requests being answered now, and the most at
+                    once since the last reset (or since `POST /_stats/reset`, which keeps
+                    scripts, requests and config)
 Reply fields: content, latency, status, headers, body,
               fault ("drop" | "malformed" | "hang" | "error": half way, a chunk carrying
               `{"error": {"message": error}}`, as providers report a failure mid-stream), error,
@@ -84,6 +87,9 @@ class StubState:
         self.disconnects = 0
         self.opened_gates.clear()
         self.waiting.clear()
+
+    def reset_peak(self) -> None:
+        self.max_active = self.active
 
     def take_reply(self, model: str, prompt: str) -> dict[str, Any]:
         """The first queued reply for this call; one that names this prompt wins over one that
@@ -296,6 +302,13 @@ def create_stub_app(state: StubState | None = None) -> Starlette:
         state.reset()
         return JSONResponse({"reset": True})
 
+    async def stats(_: Request) -> Response:
+        return JSONResponse({"active": state.active, "peak": state.max_active})
+
+    async def reset_stats(_: Request) -> Response:
+        state.reset_peak()
+        return JSONResponse({"active": state.active, "peak": state.max_active})
+
     async def open_gate(request: Request) -> Response:
         body = await request.json()
         state.opened_gates.add(str(body["gate"]))
@@ -310,6 +323,8 @@ def create_stub_app(state: StubState | None = None) -> Starlette:
             Route("/_requests", recorded, methods=["GET"]),
             Route("/_reset", reset, methods=["POST"]),
             Route("/_open", open_gate, methods=["POST"]),
+            Route("/_stats", stats, methods=["GET"]),
+            Route("/_stats/reset", reset_stats, methods=["POST"]),
         ]
     )
     app.state.stub = state

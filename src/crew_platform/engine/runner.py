@@ -12,11 +12,12 @@ import logging
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crew_platform.db import utcnow
 from crew_platform.engine.control import cancel_open_runs, cancel_runs_by_request
 from crew_platform.engine.journal import Journal
+from crew_platform.engine.lane import StoreLane
 from crew_platform.engine.loading import RunState, load_state
 from crew_platform.engine.rules import Intent, Kind, move
 from crew_platform.engine.scheduler import Control, Outcome, run_graph
@@ -46,11 +47,10 @@ class ExecutionRunner:
         *,
         tool_timeout: float = 30.0,
     ) -> None:
-        self._sessions = sessionmaker
-        self._engine: AsyncEngine = sessionmaker.kw["bind"]
+        self._lane = StoreLane(sessionmaker)
         self._bus = bus
         self._gateway = gateway
-        self._step = Step(self._engine, bus, ToolLoop(gateway, toolbox, timeout=tool_timeout))
+        self._step = Step(self._lane, bus, ToolLoop(gateway, toolbox, timeout=tool_timeout))
 
     @property
     def bus(self) -> EventBus:
@@ -86,7 +86,7 @@ class ExecutionRunner:
         """Take the execution over: a first start moves it to running; a resume (after a pause
         or a retry) does too and closes runs an earlier runner left open; a running one was
         interrupted by a stopped process and goes on from its last stored answer."""
-        async with self._sessions() as session:
+        async with self._lane.session() as session:
             journal = Journal(session, self._bus)
             found = (
                 await session.execute(
@@ -169,7 +169,7 @@ class ExecutionRunner:
         meanwhile have nothing to skip."""
         todo = [t for t in task_ids if t not in state.outputs and t in state.tasks]
         for _ in range(2):  # once more if a task is deleted between the check and the insert
-            async with self._sessions() as session:
+            async with self._lane.session() as session:
                 existing = set(await session.scalars(select(Task.id).where(Task.id.in_(todo))))
                 journal = Journal(session, self._bus)
                 for task_id in (t for t in todo if t in existing):
@@ -198,7 +198,7 @@ class ExecutionRunner:
 
     async def _finish(self, state: RunState, outcome: Outcome, failure: str | None) -> None:
         output = state.output()
-        async with self._engine.connect() as conn:
+        async with self._lane.connect() as conn:
             journal = Journal(conn, self._bus)
             if outcome is Outcome.COMPLETED:
                 await journal.record_move(
@@ -228,7 +228,7 @@ class ExecutionRunner:
 
     async def _abandon_runs(self, state: RunState) -> None:
         """After a user cancel: whatever was still running is cancelled, not left dangling."""
-        async with self._sessions() as session:
+        async with self._lane.session() as session:
             journal = Journal(session, self._bus)
             await cancel_runs_by_request(
                 journal, execution_id=state.execution_id, workflow_id=state.workflow_id

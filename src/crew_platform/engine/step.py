@@ -15,9 +15,9 @@ from typing import Any
 
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crew_platform.engine.journal import Journal, publish
+from crew_platform.engine.lane import StoreLane
 from crew_platform.engine.loading import RunState
 from crew_platform.engine.rules import Intent, Kind, move
 from crew_platform.engine.scheduler import StepResult
@@ -88,8 +88,8 @@ async def insert_run(journal: Journal, **values: Any) -> int | None:
 
 
 class Step:
-    def __init__(self, engine: AsyncEngine, bus: EventBus, loop: ToolLoop) -> None:
-        self._engine = engine
+    def __init__(self, lane: StoreLane, bus: EventBus, loop: ToolLoop) -> None:
+        self._lane = lane
         self._bus = bus
         self._loop = loop
 
@@ -108,7 +108,7 @@ class Step:
         spec = state.tasks.get(task_id)
         attempt = state.attempts.get(task_id, 0) + 1
         agent_id = spec.agent.agent_id if spec and spec.agent else None
-        async with self._engine.connect() as conn:
+        async with self._lane.connect() as conn:
             journal = Journal(conn, self._bus)
             started = await journal.record_if_running(
                 event_of(
@@ -198,7 +198,7 @@ class Step:
             )
 
         calls = StoredCallLog(
-            self._engine,
+            self._lane,
             self._bus,
             execution_id=state.execution_id,
             task_run_id=run.id,
@@ -279,7 +279,7 @@ class Step:
     ) -> bool:
         """Move the open run by `intent` and record its event, in one commit; False (nothing
         written) when the run was closed meanwhile."""
-        async with self._engine.connect() as conn:
+        async with self._lane.connect() as conn:
             journal = Journal(conn, self._bus)
             if not await move(conn, Kind.TASK_RUN, run.id, intent, **values):
                 await journal.rollback()
@@ -291,7 +291,7 @@ class Step:
     async def _run_closed(self, state: RunState, run: OpenRun) -> StepResult:
         """The open run was closed by someone else while the model answered: a cancel (the
         execution stops), or its task was deleted (the run's row went with it)."""
-        async with self._engine.connect() as conn:
+        async with self._lane.connect() as conn:
             still_there = await conn.scalar(select(TaskRun.id).where(TaskRun.id == run.id))
         if still_there is None:
             return await self._task_gone(state, run.task_id)
@@ -299,7 +299,7 @@ class Step:
 
     async def _task_gone(self, state: RunState, task_id: int) -> StepResult:
         """The task was deleted during the run: the step fails saying so, in its own commit."""
-        async with self._engine.connect() as conn:
+        async with self._lane.connect() as conn:
             journal = Journal(conn, self._bus)
             recorded = await journal.record_if_running(
                 event_of(

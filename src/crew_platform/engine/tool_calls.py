@@ -12,10 +12,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import insert, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from crew_platform.db import utcnow
 from crew_platform.engine.journal import Journal
+from crew_platform.engine.lane import StoreLane
 from crew_platform.engine.rules import Writer
 from crew_platform.engine.states import TaskRunStatus as TS
 from crew_platform.engine.tool_loop import CallRecord
@@ -40,7 +40,7 @@ class StoredCallLog:
 
     def __init__(
         self,
-        engine: AsyncEngine,
+        lane: StoreLane,
         bus: EventBus,
         *,
         execution_id: int,
@@ -49,7 +49,7 @@ class StoredCallLog:
         event: Callable[..., Event],
     ) -> None:
         """`event(kind, data=...)` makes an event of this task run."""
-        self._engine = engine
+        self._lane = lane
         self._bus = bus
         self._execution_id = execution_id
         self._run_id = task_run_id
@@ -57,7 +57,7 @@ class StoredCallLog:
         self._event = event
 
     async def started(self, calls: Sequence[CallRecord]) -> None:
-        async with self._engine.connect() as conn:
+        async with self._lane.connect() as conn:
             journal = Journal(conn, self._bus)
             await conn.execute(
                 insert(ToolCall),
@@ -90,7 +90,7 @@ class StoredCallLog:
 
     async def finished(self, call: CallRecord) -> None:
         result = call.result or ""
-        async with self._engine.connect() as conn:
+        async with self._lane.connect() as conn:
             journal = Journal(conn, self._bus)
             await conn.execute(
                 update(ToolCall)

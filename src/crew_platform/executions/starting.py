@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -17,16 +18,41 @@ from crew_platform.executions.schemas import ExecuteRequest, ExecutionRead
 from crew_platform.llm.prompts import placeholders
 from crew_platform.models import Agent, Execution, Task, Workflow
 from crew_platform.tasks.service import get_task, sort_for_execution
-from crew_platform.toolbox.service import check_agents_tools
+from crew_platform.toolbox.service import check_tools_named
 from crew_platform.tools.base import Toolbox
 from crew_platform.workflows.service import get_workflow
 
 
+@dataclass(frozen=True)
+class Runnable:
+    """A task to run with what the checks need of its agent, read in the same query."""
+
+    task: Task
+    agent_active: bool
+    agent_name: str | None
+    agent_tools: list[str]
+
+
+async def _runnable(session: AsyncSession, *conditions: Any) -> list[Runnable]:
+    """The tasks matching `conditions` with their agents' active flag, name and tools, in one
+    query (the accept path runs under the load it creates: each round trip waits behind the
+    runners' work)."""
+    rows = await session.execute(
+        select(Task, Agent.is_active, Agent.name, Agent.tools)
+        .outerjoin(Agent, Agent.id == Task.agent_id)
+        .where(*conditions)
+    )
+    return [
+        Runnable(task, bool(active), name, list(tools or []))
+        for task, active, name, tools in rows.tuples()
+    ]
+
+
 async def _check_runnable(
-    session: AsyncSession, toolbox: Toolbox, tasks: Sequence[Task], inputs: dict[str, Any]
+    session: AsyncSession, toolbox: Toolbox, tasks: Sequence[Runnable], inputs: dict[str, Any]
 ) -> None:
     missing: dict[str, list[int]] = defaultdict(list)
-    for task in tasks:
+    for task in (r.task for r in tasks):
         available = set(inputs) | set(task.input_data or {})
         for key in sorted(placeholders(task.description, task.expected_output) - available):
             missing[key].append(task.id)
@@ -40,19 +66,18 @@ async def _check_runnable(
                 "fields": {f"input_data.{k}": "required by a task placeholder" for k in keys},
             },
         )
-    agent_ids = {t.agent_id for t in tasks if t.agent_id is not None}
-    active = set(
-        await session.scalars(
-            select(Agent.id).where(Agent.id.in_(agent_ids), Agent.is_active.is_(True))
-        )
-    )
-    unrunnable = sorted(t.id for t in tasks if t.agent_id is None or t.agent_id not in active)
+    unrunnable = sorted(r.task.id for r in tasks if not r.agent_active)
     if unrunnable:
         raise ValidationFailed(
             f"Tasks {unrunnable} have no active agent assigned",
             {"task_ids": unrunnable, "fields": {"agent_id": "an active agent is required"}},
         )
-    await check_agents_tools(session, toolbox, agent_ids)
+    agents = {
+        r.task.agent_id: (r.agent_name or "", r.agent_tools)
+        for r in tasks
+        if r.task.agent_id is not None
+    }
+    await check_tools_named(session, toolbox, agents)
 
 
 async def _create_execution(
@@ -99,19 +124,14 @@ async def start_workflow(
             f"Workflow {workflow_id} is inactive; activate it before executing",
             {"workflow_id": workflow_id, "reason": "inactive"},
         )
-    tasks = sort_for_execution(
-        (
-            await session.scalars(
-                select(Task).where(Task.workflow_id == workflow_id, Task.is_active.is_(True))
-            )
-        ).all()
-    )
+    runnable = await _runnable(session, Task.workflow_id == workflow_id, Task.is_active.is_(True))
+    tasks = sort_for_execution([r.task for r in runnable])
     if not tasks:
         raise ValidationFailed(
             f"Workflow {workflow_id} has no active tasks to run",
             {"workflow_id": workflow_id, "reason": "no_tasks"},
         )
-    await _check_runnable(session, toolbox, tasks, request.input_data)
+    await _check_runnable(session, toolbox, runnable, request.input_data)
     order = [t.id for t in tasks]
     if workflow.workflow_type == "parallel":
         deps = {t.id: list(t.dependencies or []) for t in tasks}
@@ -150,7 +170,9 @@ async def start_task(
             f"Task {task_id} is inactive; activate it before executing",
             {"task_id": task_id, "reason": "inactive"},
         )
-    await _check_runnable(session, toolbox, [task], request.input_data)
+    await _check_runnable(
+        session, toolbox, await _runnable(session, Task.id == task.id), request.input_data
+    )
     return await _create_execution(
         session,
         dispatcher,

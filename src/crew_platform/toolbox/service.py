@@ -3,7 +3,7 @@ deletion while agents name a tool, MCP listings on create and refresh only."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -193,10 +193,18 @@ async def check_agents_tools(
     ids = sorted(set(agent_ids))
     if not ids:
         return
-    rows = (
-        await session.execute(select(Agent.id, Agent.name, Agent.tools).where(Agent.id.in_(ids)))
-    ).all()
-    names = sorted({tool for _, _, tools in rows for tool in tools or []})
+    rows = await session.execute(select(Agent.id, Agent.name, Agent.tools).where(Agent.id.in_(ids)))
+    await check_tools_named(
+        session, toolbox, {agent_id: (name, tools or []) for agent_id, name, tools in rows}
+    )
+
+
+async def check_tools_named(
+    session: AsyncSession, toolbox: Toolbox, agents: Mapping[int, tuple[str, Sequence[str]]]
+) -> None:
+    """`ToolNotFound` (422) when an agent (id -> its name and tools) names a tool that resolves
+    to none."""
+    names = sorted({tool for _, tools in agents.values() for tool in tools})
     if not names:
         return
     await session.commit()  # frees the connection for the toolbox's own session (see _lookup)
@@ -206,10 +214,12 @@ async def check_agents_tools(
     missing = set(unknown)
     per_agent = {
         agent_id: [tool for tool in tools if tool in missing]
-        for agent_id, _, tools in rows
-        if any(tool in missing for tool in tools or [])
+        for agent_id, (_, tools) in agents.items()
+        if any(tool in missing for tool in tools)
     }
-    raise ToolNotFound.for_agents(per_agent, {agent_id: name for agent_id, name, _ in rows})
+    raise ToolNotFound.for_agents(
+        per_agent, {agent_id: name for agent_id, (name, _) in agents.items()}
+    )
 
 
 # -- MCP servers -----------------------------------------------------------------------------
