@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import func, select
@@ -51,8 +52,12 @@ class RunState:
     def graph(self) -> dict[int, tuple[int, ...]]:
         return graph(self.plan, chain=self.chain)
 
+    @cached_property
+    def _contexts(self) -> dict[int, list[int]]:
+        return context_of(self.plan, chain=self.chain)
+
     def context_ids(self, task_id: int) -> list[int]:
-        return context_of(self.plan, chain=self.chain).get(task_id, [])
+        return self._contexts.get(task_id, [])
 
     def output(self) -> dict[str, Any]:
         """`output_data`: the final result and every finished task's output, also when the

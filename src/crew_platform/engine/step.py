@@ -139,7 +139,7 @@ class Step:
                     input={"input_data": values, "context_task_ids": context_ids},
                     started_at=started.timestamp,
                 )
-            if run_id is not None:
+            if run_id is not None and attempt > 1:  # a first attempt has nothing to carry
                 replay = await carry_over(
                     conn,
                     execution_id=state.execution_id,
