@@ -31,7 +31,6 @@ from crew_platform.settings import Settings, get_settings, limit_is_off
 from crew_platform.tasks.router import router as tasks_router
 from crew_platform.toolbox.router import servers_router as mcp_servers_router
 from crew_platform.toolbox.router import tools_router
-from crew_platform.tools.base import Toolbox
 from crew_platform.tools.registry import Registry
 from crew_platform.workflows.router import router as workflows_router
 
@@ -76,9 +75,7 @@ on Cerebras inference by default. Errors always use the envelope
 `{"error": CODE, "message": ..., "details": {...}}`."""
 
 
-def create_app(settings: Settings | None = None, toolbox: Toolbox | None = None) -> FastAPI:
-    """`toolbox`: the tools agents call (default: the registry of built-in, HTTP and MCP
-    tools)."""
+def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -96,7 +93,7 @@ def create_app(settings: Settings | None = None, toolbox: Toolbox | None = None)
                 await bus.start()
             gateway = LLMGateway(settings)
             stack.push_async_callback(gateway.aclose)
-            tools = toolbox or Registry(settings, sessionmaker)
+            tools = Registry(settings, sessionmaker)
             app.state.tools = tools
             dispatcher = Dispatcher(
                 ExecutionRunner(

@@ -1,6 +1,7 @@
-"""A real `crew-platform serve` killed with SIGKILL between a finished tool call and the next
-model call, then restarted on the same database: the tool ran once, the run completes, and the
-model is given the recorded result again."""
+"""A real `crew-platform serve` killed with SIGKILL between finished tool calls and the next
+model call, then restarted on the same database: each tool ran once (the test MCP server counts
+its invocations, the local site records its requests), the run completes, and the model is
+given the recorded results again."""
 
 from __future__ import annotations
 
@@ -8,16 +9,12 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from sqlalchemy import insert
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from crew_platform.devtools.llm_stub import StubServer
-from crew_platform.models import Tool
-from tests.conftest import make_settings
 from tests.engine.test_durability import servers, start  # noqa: F401 (fixture)
 from tests.flows import API, calls_for, eventually, execute, for_task, pipeline, wait_for_gate
 from tests.support import LiveServer
-from tests.tools.conftest import LocalSite
+from tests.tools.conftest import LocalSite, McpTestServer
 
 COUNTER_SCHEMA = {
     "type": "object",
@@ -50,48 +47,49 @@ def server_env(database_url: str, stub: StubServer) -> dict[str, str]:
     }
 
 
-async def add_http_tool(database_url: str, name: str, url: str) -> None:
-    engine = create_async_engine(make_settings(database_url).database_url)
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(
-                insert(Tool).values(
-                    name=name,
-                    description="Counts its invocations",
-                    parameters=COUNTER_SCHEMA,
-                    http={"method": "POST", "url": url},
-                )
-            )
-    finally:
-        await engine.dispose()
+async def add_tools(http: httpx.AsyncClient, mcp_url: str, counter_url: str) -> None:
+    """The MCP test server as `lab`, and an HTTP tool `counter` on the local site."""
+    server = await http.post(f"{API}/mcp-servers/", json={"name": "lab", "url": mcp_url})
+    assert server.status_code == 201 and server.json()["reachable"] is True, server.text
+    tool = {
+        "name": "counter",
+        "description": "Counts its invocations",
+        "parameters": COUNTER_SCHEMA,
+        "http": {"method": "POST", "url": counter_url},
+    }
+    created = await http.post(f"{API}/tools/", json=tool)
+    assert created.status_code == 201, created.text
 
 
-async def test_sigkill_after_a_tool_call_resumes_without_calling_it_again(
+async def test_sigkill_after_tool_calls_resumes_without_calling_them_again(
     servers: list[LiveServer],  # noqa: F811
     server_env: dict[str, str],
     stub: StubServer,
     site: LocalSite,
-    database_url: str,
+    mcp_server: McpTestServer,
 ) -> None:
-    await add_http_tool(database_url, "counter", site.route("/count", "counted"))
     stub.script(
         for_task(
             "K",
             tool_calls=[
-                {"name": "counter", "id": "c1", "arguments": {"n": 1}},
-                {"name": "calculator", "id": "c2", "arguments": {"expression": "6*7"}},
+                {"name": "lab__add", "id": "c1", "arguments": {"a": 2, "b": 3}},
+                {"name": "counter", "id": "c2", "arguments": {"n": 1}},
+                {"name": "calculator", "id": "c3", "arguments": {"expression": "6*7"}},
             ],
         ),
         for_task("K", gate="after-tools"),
         for_task("K", content="Final.", quote_tools=True),
     )
+    tools = ["lab.add", "counter", "calculator"]
     first = start(servers, server_env)
     async with httpx.AsyncClient(base_url=first.base_url, timeout=30) as http:
-        _, workflow, (task,) = await pipeline(http, ["K"], tools=["counter", "calculator"])
+        await add_tools(http, mcp_server.url, site.route("/count", "counted"))
+        _, workflow, (task,) = await pipeline(http, ["K"], tools=tools)
         started = await execute(http, workflow["id"])
         await wait_for_gate(stub, "after-tools")
     first.kill()
     await eventually(lambda: stub.disconnects == 1, what="the killed server's call to drop")
+    assert mcp_server.counts() == {"add": 1}
     assert site.paths() == ["/count"]
 
     second = start(servers, server_env)
@@ -103,14 +101,16 @@ async def test_sigkill_after_a_tool_call_resumes_without_calling_it_again(
 
         done = await eventually(finished, what="the resumed run to finish")
         assert done["status"] == "completed", done
-        assert done["output_data"]["result"] == "Final. Tool results: c1=counted; c2=42"
+        assert done["output_data"]["result"] == "Final. Tool results: c1=5; c2=counted; c3=42"
         runs = (await http.get(f"{API}/tasks/{task['id']}/executions")).json()
         assert [(r["attempt"], r["status"]) for r in runs] == [(2, "completed"), (1, "cancelled")]
-        assert [c["status"] for c in runs[0]["tool_calls"]] == ["completed", "completed"]
-    assert site.paths() == ["/count"]  # the tool ran once
+        assert [c["status"] for c in runs[0]["tool_calls"]] == ["completed"] * 3
+    assert mcp_server.counts() == {"add": 1}  # the MCP server counts its invocations: one
+    assert site.paths() == ["/count"]  # and the HTTP tool was called once
     requests = calls_for(stub, "K")
     assert len(requests) == 3
-    assert requests[-1]["messages"][-2:] == [
-        {"role": "tool", "tool_call_id": "c1", "content": "counted"},
-        {"role": "tool", "tool_call_id": "c2", "content": "42"},
+    assert requests[-1]["messages"][-3:] == [
+        {"role": "tool", "tool_call_id": "c1", "content": "5"},
+        {"role": "tool", "tool_call_id": "c2", "content": "counted"},
+        {"role": "tool", "tool_call_id": "c3", "content": "42"},
     ]

@@ -20,7 +20,9 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
 
 SERVER_NAME = "crew-test-tools"
-TOOL_NAMES = ("add", "echo", "slow", "fail", "request_header")
+TOOL_NAMES = ("add", "echo", "slow", "meet", "fail", "request_header")
+MEET_WAIT_SECONDS = 10.0
+"""How long a `meet` call waits for the others before it gives up with an error."""
 
 _count_lock = threading.Lock()
 
@@ -62,6 +64,18 @@ def build_server(count_file: Path | None) -> MCPServer:
         _count(count_file, "slow")
         await asyncio.sleep(seconds)
         return f"slept {seconds}s"
+
+    meetings: dict[int, asyncio.Barrier] = {}
+
+    @server.tool(description="Return once `parties` calls (this one included) are inside at once.")
+    async def meet(who: str, parties: int) -> str:
+        _count(count_file, "meet")
+        barrier = meetings.setdefault(parties, asyncio.Barrier(parties))
+        try:
+            await asyncio.wait_for(barrier.wait(), MEET_WAIT_SECONDS)
+        except TimeoutError:
+            raise ToolError(f"{who} waited alone") from None
+        return f"{who} met"
 
     @server.tool(description="Always fails with the given message.")
     def fail(message: str) -> str:

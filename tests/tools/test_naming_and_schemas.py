@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from crew_platform.tools.naming import from_model_name, to_model_name
-from crew_platform.tools.schemas import arguments_problem, schema_problem
+from crew_platform.tools.schemas import arguments_problem, fits_strict_mode, schema_problem
 
 PROVIDER_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
@@ -54,3 +54,33 @@ def test_a_valid_schema_and_arguments() -> None:
     assert schema_problem(schema) is None
     assert arguments_problem(schema, {"n": 1}) is None
     assert arguments_problem(schema, {"n": "1"}) == "n: '1' is not of type 'integer'"
+
+
+def _closed(properties: dict[str, Any], required: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": sorted(properties) if required is None else required,
+        "additionalProperties": False,
+    }
+
+
+@pytest.mark.parametrize(
+    ("schema", "fits"),
+    [
+        (_closed({"x": {"type": "string"}}), True),
+        (_closed({}), True),
+        ({"type": "object"}, False),  # additionalProperties left open
+        ({"type": "object", "properties": {"x": {}}, "required": ["x"]}, False),
+        (_closed({"x": {"type": "string"}, "y": {"type": "string"}}, ["x"]), False),
+        (_closed({"inner": _closed({"z": {"type": "number"}})}), True),
+        (_closed({"inner": {"type": "object", "properties": {}}}), False),
+        (_closed({"list": {"type": "array", "items": {"type": "object"}}}), False),
+        (_closed({"any": {"anyOf": [{"type": "string"}, _closed({"z": {}}, [])]}}), False),
+        ({**_closed({"r": {"$ref": "#/$defs/R"}}), "$defs": {"R": {"type": "object"}}}, False),
+    ],
+)
+def test_strict_mode_wants_every_object_closed_and_fully_required(
+    schema: dict[str, Any], fits: bool
+) -> None:
+    assert fits_strict_mode(schema) is fits

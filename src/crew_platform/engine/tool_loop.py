@@ -26,6 +26,7 @@ from crew_platform.llm.gateway import ChunkSink, Completion, LLMGateway
 from crew_platform.llm.prompts import AgentProfile
 from crew_platform.tools.base import Toolbox, ToolError, ToolSpec
 from crew_platform.tools.naming import to_model_name
+from crew_platform.tools.schemas import fits_strict_mode
 
 log = logging.getLogger(__name__)
 
@@ -82,16 +83,16 @@ def max_iter_of(config: Mapping[str, Any] | None) -> int:
 
 
 def function_spec(spec: ToolSpec) -> dict[str, Any]:
-    """A tool as providers take it: the model-side name, `strict` as Cerebras wants."""
-    return {
-        "type": "function",
-        "function": {
-            "name": to_model_name(spec.name),
-            "description": spec.description,
-            "parameters": dict(spec.parameters),
-            "strict": True,
-        },
+    """A tool as providers take it: the model-side name, `strict` as Cerebras wants where the
+    schema allows it (a strict tool with any other schema makes the provider answer 400)."""
+    function: dict[str, Any] = {
+        "name": to_model_name(spec.name),
+        "description": spec.description,
+        "parameters": dict(spec.parameters),
     }
+    if fits_strict_mode(spec.parameters):
+        function["strict"] = True
+    return {"type": "function", "function": function}
 
 
 class ToolLoop:

@@ -36,3 +36,28 @@ def arguments_problem(schema: Mapping[str, Any], arguments: object) -> str | Non
         return None
     where = _where(error.path)
     return f"{where}: {error.message}" if where else error.message
+
+
+_SCHEMA_LISTS = ("anyOf", "oneOf", "allOf", "prefixItems")
+_SCHEMA_MAPS = ("properties", "$defs", "definitions")
+
+
+def fits_strict_mode(schema: object) -> bool:
+    """Whether an OpenAI-compatible provider takes `schema` with `strict: true`: every object
+    in it closed (`additionalProperties: false`) and naming each of its properties in
+    `required`. A provider answers 400 to a strict tool whose schema is anything else."""
+    if isinstance(schema, list):
+        return all(fits_strict_mode(item) for item in schema)
+    if not isinstance(schema, Mapping):
+        return True
+    kinds = schema.get("type")
+    if "object" in (kinds if isinstance(kinds, list) else [kinds]) or "properties" in schema:
+        properties = schema.get("properties") or {}
+        if schema.get("additionalProperties") is not False:
+            return False
+        if not set(properties) <= set(schema.get("required") or ()):
+            return False
+    children: list[object] = [schema.get("items")]
+    children += [schema.get(key) or [] for key in _SCHEMA_LISTS]
+    children += [list((schema.get(key) or {}).values()) for key in _SCHEMA_MAPS]
+    return all(fits_strict_mode(child) for child in children)
