@@ -18,6 +18,7 @@ from crew_platform.common.schemas import RequestModel
 from crew_platform.db import Base
 from crew_platform.executions.schemas import ExecuteRequest
 from crew_platform.tasks.schemas import TaskCreate, TaskUpdate
+from crew_platform.toolbox.schemas import McpServerCreate, ToolCreate, ToolUpdate
 from crew_platform.workflows.schemas import WorkflowCreate, WorkflowUpdate
 from tests.api import assert_error, make_agent, make_task, make_workflow
 
@@ -158,6 +159,8 @@ STORED_BY = {
     "workflows": (WorkflowCreate, WorkflowUpdate),
     "tasks": (TaskCreate, TaskUpdate),
     "executions": (ExecuteRequest,),
+    "tools": (ToolCreate, ToolUpdate),
+    "mcp_servers": (McpServerCreate,),
 }
 STORES_NO_COLUMN = (AgentTestRequest,)
 
@@ -209,7 +212,9 @@ def test_no_schema_admits_a_longer_string_than_its_column_holds() -> None:
                             f"{model.__name__}.{attr.key}: {bound} > {column}"
                             f" String({column.type.length})"
                         )
-    assert checked >= 10  # names, model, task_type, workflow_type of both create and update
+    # names, model, task_type, workflow_type of both create and update; the names of tools
+    # (create and update) and MCP servers, and a server's url
+    assert checked >= 16
     assert problems == []
 
 
