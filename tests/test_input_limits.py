@@ -3,6 +3,7 @@ columns, unknown fields refused, and 404s that name the resource, on both backen
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,6 +18,7 @@ from crew_platform.common.schemas import RequestModel
 from crew_platform.db import Base
 from crew_platform.executions.schemas import ExecuteRequest
 from crew_platform.tasks.schemas import TaskCreate, TaskUpdate
+from crew_platform.toolbox.schemas import McpServerCreate, ToolCreate, ToolUpdate
 from crew_platform.workflows.schemas import WorkflowCreate, WorkflowUpdate
 from tests.api import assert_error, make_agent, make_task, make_workflow
 
@@ -104,6 +106,52 @@ async def test_a_body_too_deep_to_parse_is_a_clean_400(client: httpx.AsyncClient
     assert (await client.get(f"{API}/agents/")).status_code == 200
 
 
+# -- numbers in JSON fields -------------------------------------------------------------------
+
+SENT_NUMBERS = {
+    "huge": -1.199629142654866e259,
+    "inexact": 1e23,
+    "exact": 1e16,
+    "negative_zero": -0.0,
+    "tiny": 1.5e-7,
+    "plain": 1e15,
+    "integer": 10**30,
+}
+STORED_NUMBERS = {
+    "huge": -1199629142654866 * 10**244,
+    "inexact": 10**23,
+    "exact": 10**16,
+    "negative_zero": 0.0,
+    "tiny": 1.5e-7,
+    "plain": 1e15,
+    "integer": 10**30,
+}
+
+
+def as_json(value: Any) -> str:
+    """Tells 1e16 from 10**16 and -0.0 from 0.0, which compare equal in Python."""
+    return json.dumps(value, sort_keys=True)
+
+
+async def test_numbers_in_json_fields_are_answered_as_they_read_back(
+    client: httpx.AsyncClient,
+) -> None:
+    """Found by the read-back property: PostgreSQL's JSONB hands `-1.2e+259` back as an integer
+    and `-0.0` as `0.0`, so the answer to the POST differed from a later GET."""
+    expected = as_json({"n": STORED_NUMBERS})
+    workflow = await make_workflow(client, config={"n": SENT_NUMBERS})
+    task = await make_task(client, workflow["id"], input_data={"n": [SENT_NUMBERS]})
+    put = await client.put(f"{API}/tasks/{task['id']}", json={"config": {"n": SENT_NUMBERS}})
+    assert put.status_code == 200, put.text
+    read_workflow = (await client.get(f"{API}/workflows/{workflow['id']}")).json()
+    read_task = (await client.get(f"{API}/tasks/{task['id']}")).json()
+    for answered in (workflow["config"], read_workflow["config"], put.json()["config"]):
+        assert as_json(answered) == expected
+    for answered in (task["input_data"], read_task["input_data"]):
+        assert as_json(answered) == as_json({"n": [STORED_NUMBERS]})
+    assert as_json(read_task["config"]) == expected
+
+
 # -- string limits -----------------------------------------------------------------------------
 
 STORED_BY = {
@@ -111,6 +159,8 @@ STORED_BY = {
     "workflows": (WorkflowCreate, WorkflowUpdate),
     "tasks": (TaskCreate, TaskUpdate),
     "executions": (ExecuteRequest,),
+    "tools": (ToolCreate, ToolUpdate),
+    "mcp_servers": (McpServerCreate,),
 }
 STORES_NO_COLUMN = (AgentTestRequest,)
 
@@ -162,7 +212,9 @@ def test_no_schema_admits_a_longer_string_than_its_column_holds() -> None:
                             f"{model.__name__}.{attr.key}: {bound} > {column}"
                             f" String({column.type.length})"
                         )
-    assert checked >= 10  # names, model, task_type, workflow_type of both create and update
+    # names, model, task_type, workflow_type of both create and update; the names of tools
+    # (create and update) and MCP servers, and a server's url
+    assert checked >= 16
     assert problems == []
 
 

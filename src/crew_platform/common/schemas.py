@@ -7,7 +7,7 @@ from pydantic.annotated_handlers import GetJsonSchemaHandler
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
-from crew_platform.common.types import unstorable
+from crew_platform.common.types import as_stored, unstorable
 
 
 class RequestModel(BaseModel):
@@ -18,7 +18,8 @@ class RequestModel(BaseModel):
     a GET body back as a PUT, and those are dropped. No field may carry a value the database
     cannot store or the API cannot read back (NUL characters, unpaired surrogates, NaN/Infinity,
     JSON nested deeper than MAX_JSON_DEPTH), so such input is a 422 naming the field instead of
-    a failed write or a resource that can no longer be read.
+    a failed write or a resource that can no longer be read. Numbers in JSON fields are
+    written as the database will hand them back (`as_stored`).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -44,7 +45,7 @@ class RequestModel(BaseModel):
     def _storable(cls, value: Any) -> Any:
         if (problem := unstorable(value)) is not None:
             raise ValueError(problem)
-        return value
+        return as_stored(value) if isinstance(value, dict | list) else value
 
     @classmethod
     def __get_pydantic_json_schema__(

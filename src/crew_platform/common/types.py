@@ -82,6 +82,31 @@ def unstorable(value: Any, max_depth: int = MAX_JSON_DEPTH) -> str | None:
     return None
 
 
+PLAIN_FLOAT_LIMIT = 1e16
+"""From this magnitude on, a float is written with an exponent and no fraction (`1e+16`), and
+PostgreSQL's JSONB, which keeps numbers as exact decimals, hands it back as an integer."""
+
+
+def as_stored(value: Any) -> Any:
+    """A decoded, storable JSON value as the database will hand it back, on either backend.
+
+    JSONB keeps a number's exact decimal value but not its spelling: `-1.2e+259` comes back as
+    the integer `-12000...0` (which Python reads as an int unequal to the float) and `-0.0` as
+    `0.0`. Such floats become those same numbers here, so the answer to a write is what every
+    later read returns, and SQLite stores them alike. Only call it on a value `unstorable`
+    accepted: its nesting is bounded, so the recursion is too.
+    """
+    if isinstance(value, float):
+        if abs(value) >= PLAIN_FLOAT_LIMIT:
+            return int(Decimal(repr(value)))
+        return 0.0 if value == 0 else value
+    if isinstance(value, dict):
+        return {key: as_stored(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [as_stored(item) for item in value]
+    return value
+
+
 def _storable_text(value: str) -> str:
     if (problem := unstorable(value)) is not None:
         raise ValueError(problem)

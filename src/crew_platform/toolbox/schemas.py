@@ -45,12 +45,17 @@ def _http_url(value: str) -> str:
 
 ToolName = Annotated[
     str,
-    Field(pattern=TOOL_NAME_PATTERN, description="Letters, digits, `_`, `.`, `-`; 1-64."),
+    Field(
+        max_length=MODEL_NAME_MAX,
+        pattern=TOOL_NAME_PATTERN,
+        description="Letters, digits, `_`, `.`, `-`; 1-64.",
+    ),
     AfterValidator(_fits_providers),
 ]
 ServerName = Annotated[
     str,
     Field(
+        max_length=MODEL_NAME_MAX,
         pattern=SERVER_NAME_PATTERN,
         description="Letters, digits, `_`, `-`; 1-64. Its tools are named `<server>.<tool>`.",
     ),
