@@ -60,6 +60,7 @@ class Measured:
     runs_checked: int = 0
     model_calls: int = 0
     results_at_model: int = 0  # tasks whose two tool results reached the model
+    tool_turns_ms: list[float] = field(default_factory=list)
     note: str = ""
 
     @property
@@ -95,9 +96,11 @@ def stub_script(runs: int) -> list[dict[str, Any]]:
     return replies
 
 
-def check_requests(stub: Stub, runs: int, m: Measured) -> None:
+def check_requests(stub: Stub, runs: int, latency: float, m: Measured) -> None:
     """Did the contender make exactly the scripted model calls, offering the tool each time, and
-    did each task's two calculator results come back to the model as `tool` messages?"""
+    did each task's two calculator results come back to the model as `tool` messages? Also
+    keeps the tool turns of the last (measured) run: from the model call answered with the two
+    calls to the next model call, as the stub saw them arrive, less the stub's latency."""
     requests = stub.requests()
     unanswered = stub.script([])
     offered = sum(1 for r in requests if r.get("tools"))
@@ -123,6 +126,10 @@ def check_requests(stub: Stub, runs: int, m: Measured) -> None:
     if problems:
         raise RuntimeError("; ".join(problems))
     m.runs_checked += runs
+    last = requests[-MODEL_CALLS_PER_RUN:]
+    for asked, answered_with_results in zip(last[::2], last[1::2], strict=True):
+        turn = answered_with_results["received_at"] - asked["received_at"] - latency
+        m.tool_turns_ms.append(turn * 1000)
     m.model_calls += len(requests)
     m.results_at_model += answered
 
@@ -282,7 +289,7 @@ def _interleaved(
                 ctx.stub.script(stub_script(warmup + 1))
                 try:
                     walls = one_round(1, warmup)
-                    check_requests(ctx.stub, warmup + 1, m)
+                    check_requests(ctx.stub, warmup + 1, latency, m)
                     m.walls += walls
                 except Exception as exc:
                     m.note = f"failed: {type(exc).__name__}: {str(exc)[:300]}"
@@ -319,6 +326,12 @@ def _tabulate(
         + ". Median and min-max spread of the rounds."
     )
     result.notes.append(
+        "'tool turn ms' splits the overhead: the median time from the stub receiving the model "
+        "call it answers with the two tool calls to it receiving the next one (the results), "
+        "less the stub latency: reading the streamed calls, running both tools, recording them, "
+        "sending the next request. The rest of a task's overhead is the task around it."
+    )
+    result.notes.append(
         "Ours: the built-in `calculator` (its own syntax-tree evaluator); every call is "
         "recorded before it runs and its result when it returns (durable tool calls), with "
         "`tool_call_started`/`tool_call_completed` events. Our HTTP wall runs from "
@@ -339,7 +352,7 @@ def _tabulate(
             if m.latency != latency:
                 continue
             if not m.walls or m.note:
-                rows.append([m.contender, *["—"] * 8, m.note or "no data"])
+                rows.append([m.contender, *["—"] * 9, m.note or "no data"])
                 continue
             tasks = m.runs_checked * N
             rows.append(
@@ -349,6 +362,7 @@ def _tabulate(
                     spread(m.walls),
                     fmt(m.per_round_trip_ms, 2),
                     fmt(m.per_task_ms, 2),
+                    fmt(median(m.tool_turns_ms), 2),
                     fmt(m.model_calls / tasks, 2),
                     f"{m.results_at_model}/{tasks}",
                     f"{m.per_round_trip_ms / lg.per_round_trip_ms:.2f}" if lg else "—",
@@ -366,6 +380,7 @@ def _tabulate(
                     "spread s",
                     "overhead/tool round trip ms",
                     "overhead/task ms",
+                    "tool turn ms",
                     "model calls/task",
                     "tasks with both results at the model",
                     "x LangGraph",
