@@ -192,7 +192,16 @@ class Stub:
         ).raise_for_status()
 
     def request_count(self) -> int:
-        return len(httpx.get(self.admin + "/_requests", timeout=30).json())
+        return len(self.requests())
+
+    def requests(self) -> list[dict[str, Any]]:
+        return list(httpx.get(self.admin + "/_requests", timeout=30).json())
+
+    def script(self, replies: list[dict[str, Any]]) -> int:
+        """Queue scripted replies (FIFO); returns how many are queued (unanswered) now."""
+        response = httpx.post(self.admin + "/_script", timeout=30, json={"replies": replies})
+        response.raise_for_status()
+        return int(response.json()["queued"])
 
     def reset_peak(self) -> None:
         """Start counting the most model calls in flight at once afresh."""
@@ -361,8 +370,11 @@ async def db_session(database_url: str) -> AsyncIterator[Any]:
 # -- creating the workload through the API ---------------------------------------------------
 
 
-async def create_workflow(client: httpx.AsyncClient, n: int, tag: str) -> tuple[int, list[int]]:
-    """N agents, one linear workflow of N tasks (task i by agent i); returns ids."""
+async def create_workflow(
+    client: httpx.AsyncClient, n: int, tag: str, tools: Sequence[str] = ()
+) -> tuple[int, list[int]]:
+    """N agents (naming `tools`), one linear workflow of N tasks (task i by agent i); returns
+    ids."""
     agent_ids: list[int] = []
     for i in range(n):
         a = workload.agent(i)
@@ -375,6 +387,7 @@ async def create_workflow(client: httpx.AsyncClient, n: int, tag: str) -> tuple[
                 "backstory": a.backstory,
                 "model": workload.MODEL,
                 "max_tokens": 1024,
+                "tools": list(tools),
             },
         )
         response.raise_for_status()

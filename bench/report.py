@@ -73,7 +73,7 @@ def write(
     targets = [(r, t) for r in results for t in r.targets]
     if targets:
         lines += [
-            "## Targets of issue 5",
+            "## Targets",
             "",
             "| scenario | target | measured | verdict |",
             "|---|---|---|---|",

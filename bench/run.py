@@ -24,7 +24,14 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def _scenarios() -> list[tuple[int, str, Callable[[Context, dict[str, bool]], ScenarioResult]]]:
-    from bench import s1_overhead, s2_concurrency, s3_throughput, s4_events, s5_footprint
+    from bench import (
+        s1_overhead,
+        s2_concurrency,
+        s3_throughput,
+        s4_events,
+        s5_footprint,
+        s6_tools,
+    )
 
     return [
         (1, "Overhead per task, side by side", s1_overhead.run),
@@ -32,6 +39,7 @@ def _scenarios() -> list[tuple[int, str, Callable[[Context, dict[str, bool]], Sc
         (3, "API throughput", s3_throughput.run),
         (4, "Event latency and fan-out", s4_events.run),
         (5, "Footprint", s5_footprint.run),
+        (6, "Overhead per tool round trip, side by side", s6_tools.run),
     ]
 
 

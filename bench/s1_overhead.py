@@ -76,12 +76,12 @@ def sizes(ctx: Context) -> tuple[list[int], list[float], dict[float, int], int]:
 # -- our platform over HTTP --------------------------------------------------------------------
 
 
-async def _sse_available(client: httpx.AsyncClient) -> bool:
+async def sse_available(client: httpx.AsyncClient) -> bool:
     response = await client.get("/openapi.json")
     return response.status_code == 200 and SSE_PATH in response.json().get("paths", {})
 
 
-async def _wait_sse(client: httpx.AsyncClient, execution_id: int, limit_s: float) -> float:
+async def wait_sse(client: httpx.AsyncClient, execution_id: int, limit_s: float) -> float:
     """Reads the execution's SSE stream until its final event; returns arrival (epoch)."""
     final = {"workflow_completed", "workflow_failed", "workflow_cancelled"}
     async with client.stream(
@@ -99,7 +99,7 @@ async def _wait_sse(client: httpx.AsyncClient, execution_id: int, limit_s: float
     raise RuntimeError(f"SSE stream of execution {execution_id} ended without a final event")
 
 
-async def _wait_poll(client: httpx.AsyncClient, execution_id: int, limit_s: float) -> float:
+async def wait_poll(client: httpx.AsyncClient, execution_id: int, limit_s: float) -> float:
     """Polls /status every 50 ms; returns the server's completed_at (epoch)."""
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
@@ -119,7 +119,7 @@ async def _http_runs(
         began = time.perf_counter()
         workflow_id, _ = await create_workflow(client, m.n, tag)
         m.setup_s = time.perf_counter() - began
-        use_sse = await _sse_available(client)
+        use_sse = await sse_available(client)
         ctx.stub.configure(m.latency, record=True)
         for rep in range(warmup + reps):
             started = time.time()
@@ -128,9 +128,9 @@ async def _http_runs(
             execution_id = response.json()["id"]
             limit_s = 60 + m.model_time * 3
             if use_sse:
-                done = await _wait_sse(client, execution_id, limit_s)
+                done = await wait_sse(client, execution_id, limit_s)
             else:
-                done = await _wait_poll(client, execution_id, limit_s)
+                done = await wait_poll(client, execution_id, limit_s)
             if rep >= warmup:
                 m.walls.append(done - started)
         m.requests = ctx.stub.request_count()
@@ -141,7 +141,7 @@ async def _http_runs(
 # -- our engine in-process ---------------------------------------------------------------------
 
 
-class _NoDispatch:
+class NoDispatch:
     """start_workflow hands the execution to a dispatcher; here the benchmark runs it itself."""
 
     def submit(self, execution_id: int) -> None:
@@ -181,7 +181,7 @@ async def _engine_runs(
             async with state.sessionmaker() as session:
                 execution = await starting.start_workflow(
                     session,
-                    _NoDispatch(),  # type: ignore[arg-type]
+                    NoDispatch(),  # type: ignore[arg-type]
                     state.tools,
                     workflow_id=workflow_id,
                     request=ExecuteRequest(),

@@ -7,7 +7,9 @@ as user prompt), so the floor and LangGraph send the same bytes per call that ou
 
 from __future__ import annotations
 
+import ast
 import json
+import operator
 import sys
 import time
 from dataclasses import dataclass
@@ -76,6 +78,52 @@ def messages(i: int, context: list[tuple[str, str]]) -> list[dict[str, str]]:
         {"role": "system", "content": system_prompt(agent(i))},
         {"role": "user", "content": user_prompt(task(i), context)},
     ]
+
+
+TOOL_NAME = "calculator"
+TOOL_DESCRIPTION = "Evaluates an arithmetic expression (+ - * / ** % and parentheses)."
+TOOL_CALLS_PER_TASK = 2
+MODEL_CALLS_PER_TASK = 2  # the answer asking for both calls, then the final answer
+
+
+def tool_expressions(i: int) -> tuple[str, str]:
+    """The two expressions task i's model asks the calculator for (distinct per task)."""
+    return f"(17+{i})*3", f"2**{i + 3}"
+
+
+def expected_results(i: int) -> tuple[str, str]:
+    return str((17 + i) * 3), str(2 ** (i + 3))
+
+
+_OPERATORS: dict[type, Any] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+    ast.USub: operator.neg,
+    ast.UAdd: operator.pos,
+}
+
+
+def calculate(expression: str) -> str:
+    """The peers' calculator tool: the platform's arithmetic (a whitelisted syntax-tree walk,
+    never `eval`), without its size bounds."""
+
+    def value(node: ast.AST) -> Any:
+        if isinstance(node, ast.Expression):
+            return value(node.body)
+        if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+            return node.value
+        if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
+            return _OPERATORS[type(node.op)](value(node.left), value(node.right))
+        if isinstance(node, ast.UnaryOp) and type(node.op) in _OPERATORS:
+            return _OPERATORS[type(node.op)](value(node.operand))
+        raise ValueError(f"{type(node).__name__} is not allowed")
+
+    result = value(ast.parse(expression.strip(), mode="eval"))
+    return f"{result:.15g}" if isinstance(result, float) else str(result)
 
 
 def peak_rss_kb() -> int:

@@ -21,6 +21,7 @@ SCENARIOS = {
     3: "API throughput",
     4: "Event latency and fan-out",
     5: "Footprint",
+    6: "Overhead per tool round trip, side by side",
 }
 
 
