@@ -45,12 +45,14 @@ class _Entry:
 
 
 class Registry:
-    """Implements `Toolbox`. Reads the `tools` and `mcp_servers` tables on each look-up (MCP
-    tools come from each server's cached listing), so changes through the API show at once."""
+    """Implements `Toolbox`. Reads the `tools` and `mcp_servers` tables on each look-up that
+    needs them (MCP tools come from each server's cached listing), so changes through the API
+    show at once. Built-ins need no read: no stored tool may take a built-in's name."""
 
     def __init__(self, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]):
         self._settings = settings
         self._sessionmaker = sessionmaker
+        self._builtins = {name: self._builtin(name) for name in BUILTINS}
 
     async def list_all(self) -> list[ToolSpec]:
         return [entry.spec for entry in (await self._entries()).values()]
@@ -60,13 +62,15 @@ class Registry:
         return entry.spec if entry else None
 
     async def resolve(self, names: Sequence[str]) -> tuple[list[ToolSpec], list[str]]:
-        entries = await self._entries()
+        entries = (
+            self._builtins if all(n in self._builtins for n in names) else await self._entries()
+        )
         found = [entries[name].spec for name in names if name in entries]
         unknown = [name for name in names if name not in entries]
         return found, unknown
 
     async def call(self, name: str, arguments: Mapping[str, Any], *, timeout: float) -> str:
-        entry = (await self._entries()).get(name)
+        entry = self._builtins.get(name) or (await self._entries()).get(name)
         if entry is None:
             raise ToolError(f"unknown tool {name!r}")
         problem = arguments_problem(entry.spec.parameters, arguments)
@@ -87,7 +91,7 @@ class Registry:
         return cut(result, self._settings.tool_result_max_chars)
 
     async def _entries(self) -> dict[str, _Entry]:
-        entries = {name: self._builtin(name) for name in BUILTINS}
+        entries = dict(self._builtins)
         async with self._sessionmaker() as session:
             tools = (await session.scalars(select(Tool).order_by(Tool.name))).all()
             servers = (await session.scalars(select(McpServer).order_by(McpServer.name))).all()
