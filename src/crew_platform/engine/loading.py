@@ -5,18 +5,37 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crew_platform.engine.plan import PlannedTask, context_of, graph
+from crew_platform.engine.rules import Writer
 from crew_platform.engine.states import TaskRunStatus as TS
 from crew_platform.engine.tool_loop import max_iter_of
 from crew_platform.llm.prompts import AgentProfile
 from crew_platform.models import Agent, Execution, Task, TaskRun, Workflow
 
 DEFAULT_MAX_PARALLEL = 4
+EXECUTIONS: Table = Execution.__table__  # type: ignore[assignment]
+WORKFLOWS: Table = Workflow.__table__  # type: ignore[assignment]
+TASKS: Table = Task.__table__  # type: ignore[assignment]
+AGENTS: Table = Agent.__table__  # type: ignore[assignment]
+_AGENT_COLUMNS: tuple[str, ...] = (
+    "id",
+    "name",
+    "role",
+    "goal",
+    "backstory",
+    "model",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "tools",
+    "config",
+)
 
 
 @dataclass
@@ -76,7 +95,8 @@ class RunState:
         }
 
 
-def profile_of(agent: Agent) -> AgentProfile:
+def profile_of(agent: Any) -> AgentProfile:
+    """The profile of an agent row (an ORM object or a Core row with the agent's columns)."""
     return AgentProfile(
         agent_id=agent.id,
         name=agent.name,
@@ -99,50 +119,112 @@ def _max_parallel(config: dict[str, Any]) -> int:
     return value
 
 
-async def load_state(
-    session: AsyncSession, execution: Execution, workflow: Workflow, *, with_runs: bool
-) -> RunState:
+@dataclass(frozen=True)
+class ExecutionHead:
+    """The execution's row and what a runner needs of its workflow's (`HEAD_COLUMNS` order)."""
+
+    id: int
+    workflow_id: int
+    status: str
+    last_seq: int
+    mode: str
+    plan: list[dict[str, Any]] | None
+    input_data: dict[str, Any] | None
+    config: dict[str, Any] | None
+    workflow_status: str
+    workflow_type: str
+    workflow_config: dict[str, Any] | None
+
+    @classmethod
+    def of(cls, execution: Execution, workflow: Workflow) -> ExecutionHead:
+        return cls(
+            execution.id,
+            execution.workflow_id,
+            execution.status,
+            execution.last_seq,
+            execution.mode,
+            execution.plan,
+            execution.input_data,
+            execution.config,
+            workflow.status,
+            workflow.workflow_type,
+            workflow.config,
+        )
+
+
+_EXECUTION_COLUMNS = (
+    "id",
+    "workflow_id",
+    "status",
+    "last_seq",
+    "mode",
+    "plan",
+    "input_data",
+    "config",
+)
+HEAD_COLUMNS = (
+    *(EXECUTIONS.c[c] for c in _EXECUTION_COLUMNS),
+    WORKFLOWS.c.status,
+    WORKFLOWS.c.workflow_type,
+    WORKFLOWS.c.config,
+)
+_TASKS_WITH_AGENTS = (
+    select(
+        TASKS.c.id,
+        TASKS.c.name,
+        TASKS.c.description,
+        TASKS.c.expected_output,
+        TASKS.c.input_data,
+        TASKS.c.dependencies,
+        *(AGENTS.c[c].label(f"agent_{c}") for c in _AGENT_COLUMNS),
+    )
+    .select_from(TASKS.outerjoin(AGENTS, AGENTS.c.id == TASKS.c.agent_id))
+    .where(TASKS.c.id.in_(bindparam("b_ids", expanding=True)))
+)
+"""Built once: the per-run cost is binding the plan's task ids."""
+
+
+def _agent_of(row: Any) -> AgentProfile | None:
+    if row.agent_id is None:
+        return None
+    return profile_of(SimpleNamespace(**{c: row._mapping[f"agent_{c}"] for c in _AGENT_COLUMNS}))
+
+
+async def load_state(reader: Writer, head: ExecutionHead, *, with_runs: bool) -> RunState:
     """The run's plan, tasks and agents; with `with_runs`, what earlier attempts finished (a
     first start has no task runs to read: none was ever recorded)."""
-    plan = [PlannedTask.from_json(p) for p in execution.plan or []]
-    rows = (
-        await session.execute(
-            select(Task, Agent)
-            .outerjoin(Agent, Agent.id == Task.agent_id)
-            .where(Task.id.in_([p.task_id for p in plan]))
-        )
-    ).tuples()
-    tasks = {task.id: (task, agent) for task, agent in rows}
+    plan = [PlannedTask.from_json(p) for p in head.plan or []]
+    rows = (await reader.execute(_TASKS_WITH_AGENTS, {"b_ids": [p.task_id for p in plan]})).all()
     state = RunState(
-        execution_id=execution.id,
-        workflow_id=workflow.id,
-        workflow_type="linear" if execution.mode == "task" else workflow.workflow_type,
+        execution_id=head.id,
+        workflow_id=head.workflow_id,
+        workflow_type="linear" if head.mode == "task" else head.workflow_type,
         plan=plan,
-        input_data=dict(execution.input_data or {}),
-        max_parallel=_max_parallel((workflow.config or {}) | (execution.config or {})),
+        input_data=dict(head.input_data or {}),
+        max_parallel=_max_parallel((head.workflow_config or {}) | (head.config or {})),
         tasks={
-            tid: TaskSpec(
-                id=tid,
-                name=t.name,
-                description=t.description or t.name,
-                expected_output=t.expected_output,
-                input_data=dict(t.input_data or {}),
-                agent=profile_of(agent) if agent is not None else None,
+            row.id: TaskSpec(
+                id=row.id,
+                name=row.name,
+                description=row.description or row.name,
+                expected_output=row.expected_output,
+                input_data=dict(row.input_data or {}),
+                agent=_agent_of(row),
             )
-            for tid, (t, agent) in tasks.items()
+            for row in rows
         },
     )
     if with_runs:
-        await load_finished_runs(session, state)
-    if execution.mode == "task":
+        await load_finished_runs(reader, state)
+    if head.mode == "task":
         state.external_context = await _latest_outputs(
-            session, [d for t, _ in tasks.values() for d in (t.dependencies or [])]
+            reader, [d for row in rows for d in (row.dependencies or [])]
         )
     return state
 
 
-async def load_finished_runs(session: AsyncSession, state: RunState) -> None:
-    runs = await session.execute(
+async def load_finished_runs(reader: Writer, state: RunState) -> None:
+    runs = await reader.execute(
         select(TaskRun.task_id, TaskRun.attempt, TaskRun.status, TaskRun.output)
         .where(TaskRun.execution_id == state.execution_id)
         .order_by(TaskRun.id)
@@ -153,7 +235,7 @@ async def load_finished_runs(session: AsyncSession, state: RunState) -> None:
             state.outputs[task_id] = output
 
 
-async def _latest_outputs(session: AsyncSession, task_ids: Sequence[int]) -> dict[int, str]:
+async def _latest_outputs(reader: Writer, task_ids: Sequence[int]) -> dict[int, str]:
     if not task_ids:
         return {}
     latest = (
@@ -161,13 +243,15 @@ async def _latest_outputs(session: AsyncSession, task_ids: Sequence[int]) -> dic
         .where(TaskRun.task_id.in_(task_ids), TaskRun.status == TS.COMPLETED)
         .group_by(TaskRun.task_id)
     )
-    rows = await session.scalars(select(TaskRun).where(TaskRun.id.in_(latest)))
-    return {r.task_id: r.output or "" for r in rows}
+    rows = await reader.execute(
+        select(TaskRun.task_id, TaskRun.output).where(TaskRun.id.in_(latest))
+    )
+    return {task_id: output or "" for task_id, output in rows}
 
 
 async def partial_output(
     session: AsyncSession, execution: Execution, workflow: Workflow
 ) -> dict[str, Any]:
     """`output_data` of an execution stopped from outside (a cancel): what its tasks finished."""
-    state = await load_state(session, execution, workflow, with_runs=True)
+    state = await load_state(session, ExecutionHead.of(execution, workflow), with_runs=True)
     return state.output()

@@ -10,15 +10,21 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crew_platform.db import utcnow
 from crew_platform.engine.control import cancel_open_runs, cancel_runs_by_request
-from crew_platform.engine.journal import Journal
+from crew_platform.engine.journal import EXECUTIONS, Journal
 from crew_platform.engine.lane import StoreLane
-from crew_platform.engine.loading import RunState, load_state
+from crew_platform.engine.loading import (
+    HEAD_COLUMNS,
+    WORKFLOWS,
+    ExecutionHead,
+    RunState,
+    load_state,
+)
 from crew_platform.engine.rules import Intent, Kind, move
 from crew_platform.engine.scheduler import Control, Outcome, run_graph
 from crew_platform.engine.states import ExecutionStatus as ES
@@ -31,10 +37,20 @@ from crew_platform.events.bus import EventBus
 from crew_platform.events.types import EventType
 from crew_platform.llm.errors import LLMNotConfigured
 from crew_platform.llm.gateway import LLMGateway
-from crew_platform.models import Execution, Task, TaskRun, Workflow
+from crew_platform.models import Task, TaskRun
 from crew_platform.tools.base import Toolbox
 
 log = logging.getLogger(__name__)
+
+_BEGIN = (
+    select(*HEAD_COLUMNS)
+    .join_from(EXECUTIONS, WORKFLOWS, WORKFLOWS.c.id == EXECUTIONS.c.workflow_id)
+    .where(EXECUTIONS.c.id == bindparam("b_execution"))
+    # FOR SHARE of the workflow: serialises with a pause (an UPDATE of that row) but not with
+    # the other runners of the workflow or with inserts that reference it.
+    .with_for_update(read=True, of=WORKFLOWS)
+)
+"""The execution and its workflow, read when a runner begins (built once, bound per run)."""
 
 
 class ExecutionRunner:
@@ -86,52 +102,42 @@ class ExecutionRunner:
         """Take the execution over: a first start moves it to running; a resume (after a pause
         or a retry) does too and closes runs an earlier runner left open; a running one was
         interrupted by a stopped process and goes on from its last stored answer."""
-        async with self._lane.session() as session:
-            journal = Journal(session, self._bus)
-            found = (
-                await session.execute(
-                    # FOR SHARE of the workflow: serialises with a pause (an UPDATE of that
-                    # row) but not with the other runners of the workflow or with inserts
-                    # that reference it.
-                    select(Execution, Workflow)
-                    .join(Workflow, Workflow.id == Execution.workflow_id)
-                    .where(Execution.id == execution_id)
-                    .with_for_update(read=True, of=Workflow)
-                )
-            ).first()
+        async with self._lane.connect() as conn:
+            journal = Journal(conn, self._bus)
+            found = (await conn.execute(_BEGIN, {"b_execution": execution_id})).first()
             if found is None:
                 return None
-            execution, workflow = found.tuple()
+            execution = ExecutionHead(*found)
             if execution.status not in (ES.PENDING, ES.RUNNING):
                 return None
-            if workflow.status == WorkflowStatus.PAUSED:
+            if execution.workflow_status == WorkflowStatus.PAUSED:
                 if execution.status == ES.RUNNING:
-                    await move(session, Kind.EXECUTION, execution_id, Intent.PAUSE)
-                await session.commit()
+                    await move(conn, Kind.EXECUTION, execution_id, Intent.PAUSE)
+                await conn.commit()
                 return None
             interrupted = execution.status == ES.RUNNING
             first_start = execution.last_seq == 0
             control.begun_at_seq = execution.last_seq
-            state = await load_state(session, execution, workflow, with_runs=not first_start)
+            state = await load_state(conn, execution, with_runs=not first_start)
             if first_start:
                 started = await journal.record_move(
                     event_of(state, EventType.WORKFLOW_STARTED, status=ES.RUNNING),
-                    f"Execution {execution_id} of workflow {workflow.id} started",
+                    f"Execution {execution_id} of workflow {execution.workflow_id} started",
                     Intent.START,
                 )
                 if started is None:
-                    await session.commit()
+                    await conn.commit()
                     return None
             else:
                 if not interrupted and not await move(
-                    session, Kind.EXECUTION, execution_id, Intent.START
+                    conn, Kind.EXECUTION, execution_id, Intent.START
                 ):
-                    await session.commit()
+                    await conn.commit()
                     return None
                 await cancel_open_runs(
                     journal,
                     execution_id=execution_id,
-                    workflow_id=workflow.id,
+                    workflow_id=execution.workflow_id,
                     error=INTERRUPTED,
                     message="Task {task_id} run {run_id} was interrupted and will run again",
                     reason="interrupted",

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, Table, bindparam, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crew_platform.db import utcnow
@@ -22,6 +22,10 @@ from crew_platform.toolbox.service import check_tools_named
 from crew_platform.tools.base import Toolbox
 from crew_platform.workflows.service import get_workflow
 
+EXECUTIONS: Table = Execution.__table__  # type: ignore[assignment]
+_INSERT_EXECUTION = insert(EXECUTIONS).returning(*EXECUTIONS.c)
+"""Built once; a Core INSERT ... RETURNING, not an ORM flush and refresh of the new row."""
+
 
 @dataclass(frozen=True)
 class Runnable:
@@ -33,15 +37,22 @@ class Runnable:
     agent_tools: list[str]
 
 
-async def _runnable(session: AsyncSession, *conditions: Any) -> list[Runnable]:
-    """The tasks matching `conditions` with their agents' active flag, name and tools, in one
+_RUNNABLE = select(Task, Agent.is_active, Agent.name, Agent.tools).outerjoin(
+    Agent, Agent.id == Task.agent_id
+)
+_RUNNABLE_OF_WORKFLOW = _RUNNABLE.where(
+    Task.workflow_id == bindparam("b_workflow"), Task.is_active.is_(True)
+)
+_RUNNABLE_TASK = _RUNNABLE.where(Task.id == bindparam("b_task"))
+
+
+async def _runnable(
+    session: AsyncSession, statement: Select[Task, bool, str, list[str]], params: dict[str, int]
+) -> list[Runnable]:
+    """The tasks `statement` selects with their agents' active flag, name and tools, in one
     query (the accept path runs under the load it creates: each round trip waits behind the
     runners' work)."""
-    rows = await session.execute(
-        select(Task, Agent.is_active, Agent.name, Agent.tools)
-        .outerjoin(Agent, Agent.id == Task.agent_id)
-        .where(*conditions)
-    )
+    rows = await session.execute(statement, params)
     return [
         Runnable(task, bool(active), name, list(tools or []))
         for task, active, name, tools in rows.tuples()
@@ -90,23 +101,27 @@ async def _create_execution(
     request: ExecuteRequest,
 ) -> ExecutionRead:
     now = utcnow()
-    execution = Execution(
-        workflow_id=workflow.id,
-        status=ES.PENDING.value,
-        mode=mode,
-        input_data=request.input_data,
-        config=request.config,
-        plan=plan,
-        created_at=now,
-        started_at=now,
-    )
-    session.add(execution)
+    row = (
+        await session.execute(
+            _INSERT_EXECUTION,
+            {
+                "workflow_id": workflow.id,
+                "status": ES.PENDING.value,
+                "mode": mode,
+                "input_data": request.input_data,
+                "config": request.config,
+                "plan": plan,
+                "created_at": now,
+                "started_at": now,
+            },
+        )
+    ).one()
     await session.commit()
-    read = ExecutionRead.model_validate(execution)
+    read = ExecutionRead.model_validate(row)
     # Always hand it over: the runner checks the workflow's status under a lock and leaves the
     # execution pending if the workflow is paused. Deciding here, on a status read before the
     # commit, could miss a resume that committed in between and strand the execution.
-    dispatcher.submit(execution.id)
+    dispatcher.submit(read.id)
     return read
 
 
@@ -124,7 +139,7 @@ async def start_workflow(
             f"Workflow {workflow_id} is inactive; activate it before executing",
             {"workflow_id": workflow_id, "reason": "inactive"},
         )
-    runnable = await _runnable(session, Task.workflow_id == workflow_id, Task.is_active.is_(True))
+    runnable = await _runnable(session, _RUNNABLE_OF_WORKFLOW, {"b_workflow": workflow_id})
     tasks = sort_for_execution([r.task for r in runnable])
     if not tasks:
         raise ValidationFailed(
@@ -171,7 +186,10 @@ async def start_task(
             {"task_id": task_id, "reason": "inactive"},
         )
     await _check_runnable(
-        session, toolbox, await _runnable(session, Task.id == task.id), request.input_data
+        session,
+        toolbox,
+        await _runnable(session, _RUNNABLE_TASK, {"b_task": task.id}),
+        request.input_data,
     )
     return await _create_execution(
         session,

@@ -1,0 +1,97 @@
+"""Scenario 2 at one K, variants of the code back to back: interleaved runs, medians.
+
+    .tools/bin/uv run --frozen --no-sync python -m bench.compare_s2 --k 200 --reps 3 \\
+        base=/tmp/variants/base/src new=src
+
+Each variant is a `src/` directory (e.g. `git archive <commit> src | tar -x -C DIR`) served by
+its own `crew-platform serve` (on `PYTHONPATH`) on its own fresh PostgreSQL database. After a
+warm-up burst of 20, the bursts of K run A, B, A, B, ...; per burst: the slowest POST, the peak
+of model calls in flight at the stub, executions/s and the server's CPU time per execution
+(user + system during the burst, its polling included), with the load average at the start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.common import Server, Stub, median, migrate, postgres_database, temp_workdir
+from bench.s2_concurrency import SERVER_ENV, Point, _burst
+
+ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@dataclass
+class Variant:
+    name: str
+    src: Path
+    point: Point = field(init=False)
+    cpu_ms: list[float] = field(default_factory=list)
+    loads: list[float] = field(default_factory=list)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--k", type=int, default=200)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("variants", nargs="+", help="name=path/to/src")
+    args = parser.parse_args()
+    variants = [Variant(n, Path(p).resolve()) for n, p in (v.split("=", 1) for v in args.variants)]
+    workdir = temp_workdir()
+    stub = Stub().start()
+    with contextlib.ExitStack() as stack:
+        stack.callback(stub.stop)
+        servers = []
+        for variant in variants:
+            url = stack.enter_context(postgres_database(ADMIN_URL, f"cmp_{variant.name}"))
+            migrate(url, workdir)
+            env = SERVER_ENV | {"PYTHONPATH": str(variant.src)}
+            server = Server(url, stub, workdir, extra_env=env).start()
+            stack.callback(server.stop)
+            servers.append(server)
+            variant.point = Point(variant.name, args.k)
+        stub.configure(0.2)
+        for variant, server in zip(variants, servers, strict=True):
+            asyncio.run(_burst(server, 20, Point("warm-up", 20), f"warm-{variant.name}", 300))
+        for rep in range(args.reps):
+            for variant, server in zip(variants, servers, strict=True):
+                variant.loads.append(os.getloadavg()[0])
+                stub.reset_peak()
+                before = cpu_seconds(server.pid)
+                asyncio.run(_burst(server, args.k, variant.point, f"{variant.name}-{rep}", 300))
+                variant.cpu_ms.append((cpu_seconds(server.pid) - before) / args.k * 1000)
+                variant.point.peaks_in_flight.append(stub.peak_in_flight())
+                print(_row(variant), flush=True)
+    print("\n| variant | load | slowest POST s | peak in flight | executions/s | cpu/exec ms |")
+    print("|---|---|---|---|---|---|")
+    for variant in variants:
+        print(_row(variant, summary=True))
+
+
+def _row(variant: Variant, *, summary: bool = False) -> str:
+    p = variant.point
+    rates = [p.k / w for w in p.walls]
+
+    def cell(values: list[float], digits: int) -> str:
+        runs = ", ".join(f"{v:.{digits}f}" for v in values)
+        return f"{runs} (**{median(values):.{digits}f}**)" if summary else runs
+
+    return (
+        f"| {variant.name} | {cell(variant.loads, 1)} | {cell(p.slowest_posts, 2)} "
+        f"| {cell([float(x) for x in p.peaks_in_flight], 0)} | {cell(rates, 1)} "
+        f"| {cell(variant.cpu_ms, 1)} |"
+        + (f" errors {p.errors} lost {p.lost_events} {p.note}" if p.errors or p.note else "")
+    )
+
+
+if __name__ == "__main__":
+    main()
