@@ -11,20 +11,19 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import httpx2
-from mcp import ClientSession
-from mcp.client.stdio import StdioServerParameters, stdio_client
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.exceptions import MCPError
-from mcp_types import CallToolResult, PaginatedRequestParams, TextContent
 
 from crew_platform.tools.base import ToolError
 from crew_platform.tools.secrets import resolve_headers
 from crew_platform.tools.ssrf import AllowedNetworks
 from crew_platform.tools.transport import guarded_client
+
+if TYPE_CHECKING:  # the SDK is imported on first use: it is a third of the app's import time
+    from mcp import ClientSession
+    from mcp_types import CallToolResult
 
 MAX_LISTING_PAGES = 100
 T = TypeVar("T")
@@ -42,6 +41,8 @@ def _leaves(exc: BaseException) -> list[BaseException]:
 
 def _explain(exc: BaseException, where: str) -> ToolError:
     """The one error a failed session stands for, worded for the model and the API."""
+    from mcp.shared.exceptions import MCPError
+
     leaves = _leaves(exc)
     for leaf in leaves:
         if isinstance(leaf, ToolError):
@@ -69,6 +70,10 @@ async def _session(
     command: Sequence[str] | None,
     allow_stdio: bool,
 ) -> AsyncIterator[ClientSession]:
+    from mcp import ClientSession
+    from mcp.client.stdio import StdioServerParameters, stdio_client
+    from mcp.client.streamable_http import streamable_http_client
+
     if command:
         if not allow_stdio:
             raise McpUnreachable("stdio MCP servers are disabled (set MCP_ALLOW_STDIO=true)")
@@ -135,6 +140,8 @@ async def list_tools(
     `McpUnreachable`."""
 
     async def listing(session: ClientSession) -> list[dict[str, Any]]:
+        from mcp_types import PaginatedRequestParams
+
         tools: list[dict[str, Any]] = []
         cursor: str | None = None
         for _ in range(MAX_LISTING_PAGES):
@@ -170,6 +177,8 @@ async def list_tools(
 
 
 def _result_text(result: CallToolResult) -> str:
+    from mcp_types import TextContent
+
     parts = []
     for block in result.content:
         if isinstance(block, TextContent):
