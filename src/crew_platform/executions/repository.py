@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, case, desc, func, select
+from sqlalchemy import Float, Select, case, cast, desc, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crew_platform.common.persistence import paginate
@@ -173,9 +173,19 @@ def _day(column: Any, dialect: str) -> Any:
 
 
 def _seconds_between(start: Any, end: Any, dialect: str) -> Any:
+    """Seconds from `start` to `end` to the microsecond. SQLite's date functions keep only
+    milliseconds, so there the whole seconds come from `julianday` and the fraction from the
+    stored text (`YYYY-MM-DD HH:MM:SS.ffffff`)."""
     if dialect == "postgresql":
         return func.extract("epoch", end - start)
-    return (func.julianday(end) - func.julianday(start)) * 86400.0
+
+    def whole(column: Any) -> Any:
+        return func.julianday(func.substr(column, 1, 19))
+
+    def fraction(column: Any) -> Any:
+        return cast(func.substr(column, 20), Float)
+
+    return func.round((whole(end) - whole(start)) * 86400.0) + fraction(end) - fraction(start)
 
 
 async def execution_stats(
