@@ -148,15 +148,38 @@ class NoDispatch:
         return None
 
 
+async def timed_run(state: Any, runner: Any, workflow_id: int) -> float:
+    """One execution of the workflow through the engine in this process (no dispatcher, no
+    HTTP); its wall time. Raises if it did not complete."""
+    from crew_platform.engine import Control
+    from crew_platform.executions import repository, starting
+    from crew_platform.executions.schemas import ExecuteRequest
+
+    began = time.perf_counter()
+    async with state.sessionmaker() as session:
+        execution = await starting.start_workflow(
+            session,
+            NoDispatch(),  # type: ignore[arg-type]
+            state.tools,
+            workflow_id=workflow_id,
+            request=ExecuteRequest(),
+        )
+    await runner.run(execution.id, Control())
+    elapsed = time.perf_counter() - began
+    async with state.sessionmaker() as session:
+        status = (await repository.get_execution(session, execution.id)).status
+    if status != "completed":
+        raise RuntimeError(f"in-process execution {execution.id} ended {status}")
+    return elapsed
+
+
 async def _engine_runs(
     database_url: str, m: Measured, warmup: int, reps: int, ctx: Context
 ) -> None:
     from asgi_lifespan import LifespanManager
 
     from crew_platform.app import create_app
-    from crew_platform.engine import Control, ExecutionRunner
-    from crew_platform.executions import repository, starting
-    from crew_platform.executions.schemas import ExecuteRequest
+    from crew_platform.engine import ExecutionRunner
     from crew_platform.settings import Settings
 
     settings = Settings(
@@ -177,21 +200,7 @@ async def _engine_runs(
         runner = ExecutionRunner(state.sessionmaker, state.bus, state.gateway)
         ctx.stub.configure(m.latency, record=True)
         for rep in range(warmup + reps):
-            began = time.perf_counter()
-            async with state.sessionmaker() as session:
-                execution = await starting.start_workflow(
-                    session,
-                    NoDispatch(),  # type: ignore[arg-type]
-                    state.tools,
-                    workflow_id=workflow_id,
-                    request=ExecuteRequest(),
-                )
-            await runner.run(execution.id, Control())
-            elapsed = time.perf_counter() - began
-            async with state.sessionmaker() as session:
-                status = (await repository.get_execution(session, execution.id)).status
-            if status != "completed":
-                raise RuntimeError(f"in-process execution {execution.id} ended {status}")
+            elapsed = await timed_run(state, runner, workflow_id)
             if rep >= warmup:
                 m.walls.append(elapsed)
         m.requests = ctx.stub.request_count()

@@ -41,7 +41,7 @@ from bench.common import (
 )
 from bench.peers import workload
 from bench.report import ScenarioResult, Table, Target
-from bench.s1_overhead import NoDispatch, sse_available, wait_poll, wait_sse
+from bench.s1_overhead import sse_available, timed_run, wait_poll, wait_sse
 
 N = 5
 TOOLS_PER_RUN = N * workload.TOOL_CALLS_PER_TASK
@@ -166,9 +166,7 @@ async def _engine_round(database_url: str, stub: Stub, runs: int, warmup: int) -
     from asgi_lifespan import LifespanManager
 
     from crew_platform.app import create_app
-    from crew_platform.engine import Control, ExecutionRunner
-    from crew_platform.executions import repository, starting
-    from crew_platform.executions.schemas import ExecuteRequest
+    from crew_platform.engine import ExecutionRunner
     from crew_platform.settings import Settings
 
     settings = Settings(
@@ -195,21 +193,7 @@ async def _engine_round(database_url: str, stub: Stub, runs: int, warmup: int) -
             tool_timeout=settings.tool_timeout_seconds,
         )
         for rep in range(warmup + runs):
-            began = time.perf_counter()
-            async with state.sessionmaker() as session:
-                execution = await starting.start_workflow(
-                    session,
-                    NoDispatch(),  # type: ignore[arg-type]
-                    state.tools,
-                    workflow_id=workflow_id,
-                    request=ExecuteRequest(),
-                )
-            await runner.run(execution.id, Control())
-            elapsed = time.perf_counter() - began
-            async with state.sessionmaker() as session:
-                status = (await repository.get_execution(session, execution.id)).status
-            if status != "completed":
-                raise RuntimeError(f"in-process execution {execution.id} ended {status}")
+            elapsed = await timed_run(state, runner, workflow_id)
             if rep >= warmup:
                 walls.append(elapsed)
     return walls
