@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from crew_platform.errors import PlatformError, ServiceUnavailable
+from crew_platform.errors import PlatformError
 
 
 class LLMError(PlatformError):
@@ -18,7 +18,3 @@ class LLMNotConfigured(LLMError):
 class ModelNotFound(LLMError):
     status_code = 422
     code = "MODEL_NOT_FOUND"
-
-
-class LLMUnavailable(ServiceUnavailable):
-    code = "LLM_UNAVAILABLE"
