@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from crew_platform.devtools.llm_stub import StubServer
 from crew_platform.models import TaskRun
+from tests.api import live_env
 from tests.conftest import make_settings
 from tests.flows import (
     API,
@@ -33,15 +34,7 @@ from tests.support import LiveServer
 
 @pytest.fixture
 def server_env(database_url: str, stub: StubServer) -> dict[str, str]:
-    return {
-        "DATABASE_URL": database_url,
-        "CEREBRAS_API_KEY": "test-key",
-        "CEREBRAS_BASE_URL": stub.base_url,
-        "LLM_MAX_RETRIES": "0",
-        "RATE_LIMIT_API": "off",
-        "RATE_LIMIT_WS": "off",
-        "LOG_LEVEL": "warning",
-    }
+    return live_env(database_url, stub)
 
 
 @pytest.fixture

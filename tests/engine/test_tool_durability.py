@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from crew_platform.devtools.llm_stub import StubServer
+from tests.api import live_env
 from tests.engine.test_durability import servers, start  # noqa: F401 (fixture)
 from tests.flows import API, calls_for, eventually, execute, for_task, pipeline, wait_for_gate
 from tests.support import LiveServer
@@ -35,16 +36,7 @@ def site() -> Iterator[LocalSite]:
 
 @pytest.fixture
 def server_env(database_url: str, stub: StubServer) -> dict[str, str]:
-    return {
-        "DATABASE_URL": database_url,
-        "CEREBRAS_API_KEY": "test-key",
-        "CEREBRAS_BASE_URL": stub.base_url,
-        "LLM_MAX_RETRIES": "0",
-        "RATE_LIMIT_API": "off",
-        "RATE_LIMIT_WS": "off",
-        "LOG_LEVEL": "warning",
-        "TOOLS_ALLOWED_NETWORKS": "127.0.0.1/32",
-    }
+    return live_env(database_url, stub) | {"TOOLS_ALLOWED_NETWORKS": "127.0.0.1/32"}
 
 
 async def add_tools(http: httpx.AsyncClient, mcp_url: str, counter_url: str) -> None:
