@@ -153,3 +153,23 @@ async def test_a_reader_that_falls_behind_gets_every_event_and_the_end(
     assert [f["data"]["seq"] for f in persisted] == [entry["seq"] for entry in logs]
     assert [f["event"] for f in persisted] == [entry["event"] for entry in logs]
     assert frames[-1]["event"] == "workflow_completed"
+
+
+async def test_replay_of_a_retried_execution_goes_on_to_its_latest_final_event(
+    realtime_server: LiveServer, http: httpx.AsyncClient, stub: StubServer
+) -> None:
+    built = await build_workflow(http, [{"name": "flaky"}])
+    (task_id,) = built["task_ids"]
+    stub.script({"status": 400, "body": {"error": {"message": "transient trouble"}}})
+    run = (await http.post(f"/api/v1/workflows/{built['workflow']['id']}/execute", json={})).json()
+    assert (await wait_for_execution(http, run["id"]))["status"] == "failed"
+    retried = await http.post(f"/api/v1/tasks/{task_id}/retry")
+    assert retried.status_code == 202, retried.text
+    assert (await wait_for_execution(http, run["id"]))["status"] == "completed"
+
+    frames = await read_sse(http, f"/api/v1/executions/{run['id']}/events")
+    kinds = [f["event"] for f in frames]
+    assert "workflow_failed" in kinds
+    assert kinds[-1] == "workflow_completed"
+    logs = (await http.get(f"/api/v1/executions/{run['id']}/logs")).json()
+    assert [f["data"]["seq"] for f in frames] == [entry["seq"] for entry in logs]

@@ -5,6 +5,7 @@ replay (everything after Last-Event-ID) and the live tail; duplicates are droppe
 A client that falls behind (its live queue full) is caught up from the log the same way, so it
 loses no persisted event and its stream always ends after the final one.
 Streamed model chunks carry no `id:` (they are not persisted) and come only with `?stream=true`.
+A retried execution's log holds the final event of each run; a replay goes on to the latest.
 """
 
 from __future__ import annotations
@@ -116,10 +117,9 @@ async def execution_events(
                 for row in rows:
                     last = row.seq
                     yield _frame(_log_message(row, workflow_id))
-                    if row.event in _FINAL_NAMES:
-                        return
-                if status in FINISHED:
-                    # Its final event is at or before `last`: it was replayed before.
+                if status in FINISHED and (not rows or rows[-1].event in _FINAL_NAMES):
+                    # The run's latest final event is replayed (now or before). A final
+                    # event followed by more (a retried execution) does not end the stream.
                     return
                 while not subscription.behind:
                     try:
