@@ -7,6 +7,8 @@ import gc
 import logging
 import sys
 
+from pydantic import ValidationError
+
 from crew_platform.settings import get_settings
 
 
@@ -75,6 +77,17 @@ def serve(host: str | None, port: int | None, reload: bool) -> None:
     )
 
 
+def configuration_problems(error: ValidationError) -> list[str]:
+    """One line per bad environment variable, named as the user set it (not pydantic's field
+    path and traceback)."""
+    lines = []
+    for problem in error.errors():
+        variable = "_".join(str(part) for part in problem["loc"]).upper() or "configuration"
+        message = str(problem["msg"]).removeprefix("Value error, ")
+        lines.append(message if message.startswith(variable) else f"{variable}: {message}")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="crew-platform")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -85,7 +98,14 @@ def main(argv: list[str] | None = None) -> int:
     serve_cmd.add_argument("--migrate", action="store_true", help="migrate before serving")
     sub.add_parser("migrate", help="apply database migrations up to head")
     args = parser.parse_args(argv)
-    configure_logging(get_settings().log_level)
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        print("crew-platform: invalid configuration:", file=sys.stderr)
+        for line in configuration_problems(exc):
+            print(f"  {line}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
     if args.command == "migrate":
         migrate()
     elif args.command == "serve":

@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     llm_timeout_seconds: float = Field(default=120.0, gt=0)
     llm_max_retries: int = Field(default=3, ge=0)
     models_cache_seconds: float = Field(default=60.0, ge=0)
+    """How long model lists are cached, and how long a model found missing is remembered."""
+    model_fallbacks: str = ""
+    """`model=fallback,...` (`*=model` for any model): where a call goes on when its model is
+    not served (see `llm.fallback`)."""
 
     sqlite_read_connections: int = Field(default=2, ge=1)
 
@@ -97,6 +101,14 @@ class Settings(BaseSettings):
         from crew_platform.tools.ssrf import parse_networks
 
         parse_networks(value)
+        return value
+
+    @field_validator("model_fallbacks")
+    @classmethod
+    def _valid_fallbacks(cls, value: str) -> str:
+        from crew_platform.llm.fallback import parse_model_fallbacks
+
+        parse_model_fallbacks(value)
         return value
 
     @field_validator("database_url")

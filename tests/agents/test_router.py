@@ -132,6 +132,35 @@ async def test_config_is_an_object_or_null_and_lists_keep_their_order(
     assert (await make_agent(client, name="Other", config=None))["config"] is None
 
 
+async def test_config_keys_the_engine_reads_are_checked_and_kept(
+    client: httpx.AsyncClient,
+) -> None:
+    config = {"max_iter": 3, "fallback_models": [" gpt-oss-120b ", "openai:gpt-4o-mini"], "x": 1}
+    agent = await make_agent(client, config=config)
+    assert agent["config"] == {
+        "max_iter": 3,
+        "fallback_models": ["gpt-oss-120b", "openai:gpt-4o-mini"],
+        "x": 1,
+    }
+    assert (await client.get(f"/api/v1/agents/{agent['id']}")).json()["config"] == agent["config"]
+    changed = await client.put(
+        f"/api/v1/agents/{agent['id']}", json={"config": {"fallback_models": []}}
+    )
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["config"] == {"fallback_models": []}
+    refused = await client.post(
+        "/api/v1/agents/",
+        json={"name": "Bad", "role": "r", "goal": "g", "config": {"max_iter": 0}},
+    )
+    message = assert_error(refused, 422, "VALIDATION_ERROR", fields=["config"])["message"]
+    assert "max_iter must be an integer of at least 1" in message
+    refused = await client.put(
+        f"/api/v1/agents/{agent['id']}", json={"config": {"fallback_models": ["a", 2]}}
+    )
+    message = assert_error(refused, 422, "VALIDATION_ERROR", fields=["config"])["message"]
+    assert "fallback_models must be a list of model ids" in message
+
+
 async def test_read_only_fields_are_ignored(client: httpx.AsyncClient) -> None:
     agent = await make_agent(client, id=999, created_by="mallory", updated_at="x")
     assert agent["id"] != 999
@@ -199,6 +228,21 @@ INVALID_FIELDS: list[tuple[str, Any]] = [
     ("config", "text"),
     ("config", 5),
     ("config", {"bad": "nul\x00"}),
+    ("config", {"max_iter": 0}),
+    ("config", {"max_iter": -3}),
+    ("config", {"max_iter": "5"}),
+    ("config", {"max_iter": True}),
+    ("config", {"max_iter": 1.5}),
+    ("config", {"max_iter": None}),
+    ("config", {"fallback_models": "gpt-oss-120b"}),
+    ("config", {"fallback_models": None}),
+    ("config", {"fallback_models": {"a": "b"}}),
+    ("config", {"fallback_models": [""]}),
+    ("config", {"fallback_models": ["gpt-oss-120b", "  "]}),
+    ("config", {"fallback_models": [1]}),
+    ("config", {"fallback_models": [None]}),
+    ("config", {"fallback_models": [["gpt-oss-120b"]]}),
+    ("config", {"fallback_models": ["m" * 201]}),
     ("backstory", 7),
     ("backstory", "x" * 100_001),
 ]

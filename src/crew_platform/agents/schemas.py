@@ -3,9 +3,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from crew_platform.common.limits import AGENT_TEST_INPUT_LENGTH
+from crew_platform.common.limits import AGENT_TEST_INPUT_LENGTH, NAME_LENGTH
 from crew_platform.common.schemas import RequestModel
 from crew_platform.common.types import (
     DecimalString,
@@ -38,6 +38,35 @@ NOT_NULLABLE = (
 )
 
 
+CONFIG_DESCRIPTION = (
+    "Free-form, except `max_iter` (an integer >= 1, default 15: the most model calls of one "
+    "step) and `fallback_models` (a list of model ids called in order when `model` is not "
+    "served)."
+)
+
+
+def _check_config(config: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The keys the engine reads must have a shape it can use: a wrong one is a 422 now, not
+    a default silently used at run time."""
+    if config is None:
+        return config
+    if "max_iter" in config:
+        value = config["max_iter"]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError("max_iter must be an integer of at least 1")
+    if "fallback_models" in config:
+        models = config["fallback_models"]
+        if not isinstance(models, list) or not all(
+            isinstance(m, str) and m.strip() and len(m.strip()) <= NAME_LENGTH for m in models
+        ):
+            raise ValueError(
+                "fallback_models must be a list of model ids (non-empty strings of at most "
+                f"{NAME_LENGTH} characters)"
+            )
+        config = config | {"fallback_models": [m.strip() for m in models]}
+    return config
+
+
 class AgentRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -62,9 +91,11 @@ class AgentRead(BaseModel):
 class AgentBase(RequestModel):
     backstory: LongText | None = None
     is_active: Flag = True
-    config: dict[str, Any] | None = None
+    config: dict[str, Any] | None = Field(default=None, description=CONFIG_DESCRIPTION)
     capabilities: Labels = Field(default_factory=list)
     tools: Labels = Field(default_factory=list)
+
+    _config = field_validator("config")(classmethod(lambda cls, v: _check_config(v)))
 
 
 class AgentCreate(AgentBase):
@@ -98,12 +129,13 @@ class AgentUpdate(RequestModel):
     max_tokens: MaxTokens | None = None
     top_p: TopP | None = None
     is_active: Flag | None = None
-    config: dict[str, Any] | None = None
+    config: dict[str, Any] | None = Field(default=None, description=CONFIG_DESCRIPTION)
     capabilities: Labels | None = None
     tools: Labels | None = None
 
     model_config = ConfigDict(json_schema_extra=not_null_in_schema(*NOT_NULLABLE))
     _not_null = reject_explicit_null(*NOT_NULLABLE)
+    _config = field_validator("config")(classmethod(lambda cls, v: _check_config(v)))
 
 
 class AgentTestRequest(RequestModel):
@@ -119,3 +151,8 @@ class AgentTestResult(BaseModel):
     tokens_used: int
     success: bool
     error: str | None
+    model: str | None = Field(
+        default=None,
+        description="The model that answered: the agent's, or the fallback that replaced it "
+        "when the agent's was not served (null when no model answered)",
+    )

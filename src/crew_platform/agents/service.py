@@ -16,6 +16,7 @@ from crew_platform.engine import ToolLoop, profile_of, publish
 from crew_platform.errors import Conflict, NotFound, PlatformError
 from crew_platform.events.bus import EventBus
 from crew_platform.events.types import Event, EventType
+from crew_platform.llm.fallback import Fallback
 from crew_platform.llm.prompts import messages
 from crew_platform.models import Agent, Task
 from crew_platform.reads import Reads
@@ -125,9 +126,24 @@ async def test_agent(
     if data.context:
         prompt += "\n\nContext:\n" + json.dumps(data.context, ensure_ascii=False, indent=2)
     began = time.perf_counter()
+
+    async def announce_fallback(change: Fallback) -> None:
+        await publish(
+            bus,
+            Event(
+                type=EventType.MODEL_FALLBACK,
+                agent_id=agent_id,
+                status="running",
+                data=change.data(),
+            ),
+        )
+
     try:
         completion = await loop.run(
-            profile, messages(profile, prompt), specs=await loop.tools_of(profile)
+            profile,
+            messages(profile, prompt),
+            specs=await loop.tools_of(profile),
+            on_fallback=announce_fallback,
         )
         result = AgentTestResult(
             agent_id=agent_id,
@@ -137,6 +153,7 @@ async def test_agent(
             tokens_used=completion.tokens_used,
             success=True,
             error=None,
+            model=completion.model,
         )
     except (PlatformError, ToolError) as exc:
         error = f"{exc.code}: {exc.message}" if isinstance(exc, PlatformError) else str(exc)

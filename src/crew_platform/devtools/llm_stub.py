@@ -9,7 +9,9 @@ latency, a hang past the client's timeout, a malformed body, a connection droppe
 
 Admin API (not part of OpenAI's):
     POST /_script   {"replies": [Reply, ...]}  queue replies (FIFO; `match` ones by prompt text)
-    POST /_config   {"latency": 0.1, "models": [...], "chunk_words": 3}
+    POST /_config   {"latency": 0.1, "models": [...], "chunk_words": 3}: `models` are the ones
+                    served (listed by /v1/models); a call to any other answers 404
+                    `model_not_found` as Cerebras does
     GET  /_requests the chat requests received, newest last
     POST /_reset    forget scripts, requests and config
     POST /_open     {"gate": "name"} let the requests held at that gate go on
@@ -93,14 +95,17 @@ class StubState:
 
     def take_reply(self, model: str, prompt: str) -> dict[str, Any]:
         """The first queued reply for this call; one that names this prompt wins over one that
-        names none."""
+        names none. A model not in `models` only takes replies naming it (`model`): the others
+        wait for the call that falls back to a served model."""
 
         def targeted(reply: dict[str, Any]) -> bool:
             return "match" in reply or "prefix" in reply
 
+        served = model in self.models
+
         def fits(reply: dict[str, Any]) -> bool:
             return (
-                reply.get("model") in (None, model)
+                (reply.get("model") == model or (served and "model" not in reply))
                 and ("match" not in reply or reply["match"] in prompt)
                 and ("prefix" not in reply or prompt.startswith(reply["prefix"]))
             )

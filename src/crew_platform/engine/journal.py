@@ -32,6 +32,7 @@ _LEVELS = {
     EventType.TASK_CANCELLED: "warning",
     EventType.TASK_SKIPPED: "warning",
     EventType.TOOL_CALL_FAILED: "warning",
+    EventType.MODEL_FALLBACK: "warning",
 }
 _LOGGED_DATA_KEYS = (
     "output",
@@ -44,6 +45,10 @@ _LOGGED_DATA_KEYS = (
     "call_id",
     "arguments",
     "result",
+    "model",
+    "from",
+    "to",
+    "remembered",
 )
 
 log = logging.getLogger(__name__)

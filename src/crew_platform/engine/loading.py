@@ -15,6 +15,7 @@ from crew_platform.engine.plan import PlannedTask, context_of, graph
 from crew_platform.engine.rules import Writer
 from crew_platform.engine.states import TaskRunStatus as TS
 from crew_platform.engine.tool_loop import max_iter_of
+from crew_platform.llm.fallback import fallback_models_of
 from crew_platform.llm.prompts import AgentProfile
 from crew_platform.models import Agent, Execution, Task, TaskRun, Workflow
 
@@ -109,6 +110,7 @@ def profile_of(agent: Any) -> AgentProfile:
         max_tokens=agent.max_tokens,
         tools=tuple(agent.tools or ()),
         max_iter=max_iter_of(agent.config),
+        fallback_models=fallback_models_of(agent.config),
     )
 
 

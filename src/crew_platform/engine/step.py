@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from crew_platform.engine.journal import Journal, publish
@@ -27,6 +27,7 @@ from crew_platform.engine.tool_loop import CallRecord, ToolLoop
 from crew_platform.errors import PlatformError
 from crew_platform.events.bus import EventBus
 from crew_platform.events.types import Event, EventType
+from crew_platform.llm.fallback import Fallback
 from crew_platform.llm.gateway import Completion
 from crew_platform.llm.prompts import ContextItem, fill, messages, task_prompt
 from crew_platform.models import TaskRun
@@ -50,6 +51,8 @@ class OpenRun:
     context_ids: list[int] = field(default_factory=list)
     replay: list[CallRecord] = field(default_factory=list)
     """Tool calls an interrupted earlier attempt recorded (see `tool_calls.carry_over`)."""
+    model: str | None = None
+    """The model being called: the agent's, until a fallback replaces it."""
 
 
 def event_of(
@@ -108,6 +111,7 @@ class Step:
         spec = state.tasks.get(task_id)
         attempt = state.attempts.get(task_id, 0) + 1
         agent_id = spec.agent.agent_id if spec and spec.agent else None
+        model = spec.agent.model if spec and spec.agent else None
         async with self._lane.connect() as conn:
             journal = Journal(conn, self._bus)
             started = await journal.record_if_running(
@@ -136,6 +140,7 @@ class Step:
                     agent_id=agent_id,
                     status=TS.RUNNING.value,
                     attempt=attempt,
+                    model=model,
                     input={"input_data": values, "context_task_ids": context_ids},
                     started_at=started.timestamp,
                 )
@@ -154,7 +159,9 @@ class Step:
         if run_id is None:
             return await self._task_gone(state, task_id)
         state.attempts[task_id] = attempt
-        return OpenRun(run_id, task_id, agent_id, attempt, started.seq, values, context_ids, replay)
+        return OpenRun(
+            run_id, task_id, agent_id, attempt, started.seq, values, context_ids, replay, model
+        )
 
     async def _call(self, state: RunState, run: OpenRun) -> Completion | str:
         """The model calls (and tool calls) of an open run, with no connection held between
@@ -212,6 +219,11 @@ class Step:
                 data=data,
             ),
         )
+
+        async def record_fallback(change: Fallback) -> None:
+            run.model = change.to_model
+            await self._record_fallback(state, run, change)
+
         try:
             return await self._loop.run(
                 agent,
@@ -220,16 +232,40 @@ class Step:
                 calls=calls,
                 replay=run.replay,
                 on_chunk=publish_chunk,
+                on_fallback=record_fallback,
             )
         except PlatformError as exc:
             return f"{exc.code}: {exc.message}"
         except ToolError as exc:
             return f"TOOL_ERROR: {exc}"
 
+    async def _record_fallback(self, state: RunState, run: OpenRun, change: Fallback) -> None:
+        """The run goes on with another model: its `model_fallback` event, and the model in
+        its row, in one commit."""
+        async with self._lane.connect() as conn:
+            journal = Journal(conn, self._bus)
+            await conn.execute(
+                update(TaskRun).where(TaskRun.id == run.id).values(model=change.to_model)
+            )
+            await journal.record(
+                event_of(
+                    state,
+                    EventType.MODEL_FALLBACK,
+                    task_id=run.task_id,
+                    agent_id=run.agent_id,
+                    status=TS.RUNNING,
+                    data=change.data(),
+                ),
+                f"Task {run.task_id}: model {change.from_model} is not served, "
+                f"going on with {change.to_model}",
+            )
+            await journal.commit()
+
     async def _store(
         self, state: RunState, run: OpenRun, completion: Completion, elapsed: float
     ) -> StepResult:
         spec = state.tasks[run.task_id]
+        model = completion.model or run.model
         event = event_of(
             state,
             EventType.TASK_COMPLETED,
@@ -241,6 +277,7 @@ class Step:
                 "tokens_used": completion.tokens_used,
                 "execution_time": round(elapsed, 6),
                 "attempt": run.attempt,
+                "model": model,
             },
         )
         message = (
@@ -251,6 +288,7 @@ class Step:
             "output": completion.text,
             "tokens_used": completion.tokens_used,
             "execution_time": elapsed,
+            "model": model,
         }
         if not await self._close_run(run, Intent.COMPLETE, event, message, values):
             return await self._run_closed(state, run)

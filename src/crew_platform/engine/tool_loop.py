@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from itertools import groupby
 from typing import Any, Protocol
 
+from crew_platform.llm.fallback import FallbackSink
 from crew_platform.llm.gateway import ChunkSink, Completion, LLMGateway
 from crew_platform.llm.prompts import AgentProfile
 from crew_platform.tools.base import Toolbox, ToolError, ToolSpec
@@ -124,8 +125,11 @@ class ToolLoop:
         calls: CallLog | None = None,
         replay: Sequence[CallRecord] = (),
         on_chunk: ChunkSink | None = None,
+        on_fallback: FallbackSink | None = None,
     ) -> Completion:
-        """The step's final answer, with the tokens of every model call it took."""
+        """The step's final answer, with the tokens of every model call it took and the model
+        that gave it (a fallback of the agent's when that is not served: `on_fallback` hears
+        of each move along the chain)."""
         calls = calls or NoCallLog()
         by_model_name = {to_model_name(s.name): s.name for s in specs}
         offered = [function_spec(s) for s in specs]
@@ -135,10 +139,12 @@ class ToolLoop:
         for _, replayed in groupby(replay, key=lambda c: c.iteration):
             await self._answer(list(replayed), messages, calls, allowed, replayed=True)
         iteration = replay[-1].iteration if replay else 0
+        models = self._gateway.fallbacks.chain(agent.model, agent.fallback_models)
 
         async def ask(tools: Sequence[Mapping[str, Any]]) -> Completion:
-            completion = await self._gateway.complete(
-                model=agent.model,
+            completion = await models.complete(
+                self._gateway,
+                on_fallback=on_fallback,
                 messages=messages,
                 temperature=agent.temperature,
                 top_p=agent.top_p,
@@ -149,6 +155,7 @@ class ToolLoop:
             total.prompt_tokens += completion.prompt_tokens
             total.completion_tokens += completion.completion_tokens
             total.attempts += completion.attempts
+            total.model = completion.model
             return completion
 
         while iteration < agent.max_iter:

@@ -24,6 +24,7 @@ class EventType(StrEnum):
     TOOL_CALL_STARTED = "tool_call_started"
     TOOL_CALL_COMPLETED = "tool_call_completed"
     TOOL_CALL_FAILED = "tool_call_failed"
+    MODEL_FALLBACK = "model_fallback"
     AGENT_TEST_COMPLETED = "agent_test_completed"
 
 

@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import random
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from crew_platform.llm.errors import LLMError, LLMNotConfigured, ModelNotFound
+from crew_platform.llm.fallback import ModelFallbacks, parse_model_fallbacks
 from crew_platform.llm.redact import redact
 from crew_platform.llm.registry import (
     ModelRef,
@@ -48,6 +50,17 @@ def sdk() -> ModuleType:
     return openai
 
 
+RETIRED_CODES = frozenset({"model_not_found", "model_decommissioned", "model_deprecated"})
+"""Error codes of a 400/410 that mean the model is gone (Groq says `model_decommissioned`)."""
+RETIRED_WORDING = re.compile(
+    r"\bmodel\b.{0,120}?\b(?:does not exist|doesn't exist|not found"
+    r"|no longer (?:supported|available|served)"
+    r"|(?:has been|was|is) (?:decommissioned|deprecated|retired|discontinued))",
+    re.IGNORECASE,
+)
+"""How a 400/410 says the model is gone when it has no such code: the model is named first,
+so e.g. "`functions` is deprecated for this model" does not count."""
+RETIRED_STATUSES = frozenset({400, 410})
 RETRYABLE_STATUSES = frozenset({408, 409, 429})
 """Besides every 5xx: the statuses worth asking again (as the SDK's own retries did)."""
 MAX_RETRY_AFTER_SECONDS = 60.0
@@ -77,6 +90,8 @@ class Completion:
     attempts: int = 1
     tool_calls: list[ToolCallRequest] = field(default_factory=list)
     finish_reason: str | None = None
+    model: str | None = None
+    """The model that answered, when a fallback chain called it (see `llm.fallback`)."""
 
     @property
     def tokens_used(self) -> int:
@@ -108,6 +123,10 @@ class LLMGateway:
         self._slots = asyncio.Semaphore(settings.llm_max_concurrency)
         self._model_cache: dict[str, _ModelCache] = {}
         self._secrets = configured_keys(settings)
+        self.fallbacks = ModelFallbacks(
+            parse_model_fallbacks(settings.model_fallbacks),
+            remember_seconds=settings.models_cache_seconds,
+        )
         if not self._secrets:
             log.warning(
                 "No model provider is configured: set CEREBRAS_API_KEY (and CEREBRAS_BASE_URL "
@@ -223,7 +242,9 @@ class LLMGateway:
         details: dict[str, Any] = {"provider": ref.provider, "model": ref.model}
         tries = f"{attempt} attempt(s)"
         if isinstance(exc, openai.NotFoundError):
-            return await self._model_not_found(ref, exc)
+            return await self._model_not_found(ref)
+        if isinstance(exc, openai.APIStatusError) and _says_model_is_gone(exc):
+            return await self._model_not_found(ref, _short(self.redact(exc.message), 200))
         if isinstance(exc, openai.APIStatusError):
             status = exc.status_code
             hint = ""
@@ -249,13 +270,15 @@ class LLMGateway:
             )
         return LLMError(f"Model call failed: {self.redact(_describe(exc))}", details)
 
-    async def _model_not_found(self, ref: ModelRef, exc: Exception) -> ModelNotFound:
+    async def _model_not_found(self, ref: ModelRef, said: str | None = None) -> ModelNotFound:
+        """`said`: the provider's own words, when they were not a plain 404."""
         try:
             served = [m.id for m in await self.list_models(ref.provider)]
         except LLMError:
             served = []
         return ModelNotFound(
             f"Model {ref.model!r} is not served by {ref.provider}"
+            + (f" (the provider answered: {said})" if said else "")
             + (f"; served models: {', '.join(served)}" if served else ""),
             {"provider": ref.provider, "model": ref.model, "available_models": served},
         )
@@ -299,6 +322,13 @@ async def _attempt(
         return await _read(response.aiter_bytes(), on_chunk, attempt)
     finally:
         await response.aclose()
+
+
+def _says_model_is_gone(exc: openai.APIStatusError) -> bool:
+    """A 400/410 refusing the model itself (retired, decommissioned), not the request."""
+    if exc.status_code not in RETIRED_STATUSES:
+        return False
+    return exc.code in RETIRED_CODES or RETIRED_WORDING.search(exc.message) is not None
 
 
 def _retryable(exc: openai.APIError) -> bool:

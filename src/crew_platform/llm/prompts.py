@@ -27,6 +27,8 @@ class AgentProfile:
     """The names of the tools the agent may call."""
     max_iter: int = 15
     """Most model calls of one step (the tool loop's bound)."""
+    fallback_models: tuple[str, ...] = ()
+    """Models to go on with, in order, when `model` is not served (`config.fallback_models`)."""
 
 
 @dataclass(frozen=True)

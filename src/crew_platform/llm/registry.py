@@ -45,6 +45,12 @@ def resolve(model_name: str) -> ModelRef:
     return ModelRef(CEREBRAS, model_name)
 
 
+def canonical(model_name: str) -> str:
+    """One spelling per model: `cerebras:gpt-oss-120b` and `gpt-oss-120b` are the same."""
+    ref = resolve(model_name)
+    return ref.model if ref.provider == CEREBRAS else f"{ref.provider}:{ref.model}"
+
+
 def configured_keys(settings: Settings) -> list[str]:
     """Every provider key's value: what redaction must never let through."""
     return [key for config in provider_configs(settings).values() if (key := config.key)]

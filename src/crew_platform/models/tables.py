@@ -119,6 +119,8 @@ class TaskRun(Base):
     agent_id: Mapped[int | None] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(STATE_LENGTH))
     attempt: Mapped[int] = mapped_column(Integer, default=1)
+    model: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
+    """The model that answered (a fallback when the agent's was not served)."""
     input: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     output: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)

@@ -31,6 +31,7 @@ AGENT_EVENTS = frozenset(
         EventType.TASK_CANCELLED,
         EventType.TASK_OUTPUT_CHUNK,
         EventType.AGENT_TEST_COMPLETED,
+        EventType.MODEL_FALLBACK,
     }
 )
 

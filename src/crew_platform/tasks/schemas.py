@@ -122,6 +122,10 @@ class TaskRunRead(BaseModel):
     agent_id: int | None
     status: str
     attempt: int
+    model: str | None = Field(
+        description="The model called: the agent's, or the fallback that replaced it when the "
+        "agent's was not served (null for runs from before this was recorded)"
+    )
     input: dict[str, Any] | None
     output: str | None
     error: str | None
