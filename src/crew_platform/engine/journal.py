@@ -32,6 +32,8 @@ _LEVELS = {
     EventType.TASK_CANCELLED: "warning",
     EventType.TASK_SKIPPED: "warning",
     EventType.TOOL_CALL_FAILED: "warning",
+    EventType.OUTPUT_VALIDATION_FAILED: "warning",
+    EventType.GUARDRAIL_FAILED: "warning",
 }
 _LOGGED_DATA_KEYS = (
     "output",
@@ -44,6 +46,7 @@ _LOGGED_DATA_KEYS = (
     "call_id",
     "arguments",
     "result",
+    "retries_left",
 )
 
 log = logging.getLogger(__name__)

@@ -24,6 +24,9 @@ class EventType(StrEnum):
     TOOL_CALL_STARTED = "tool_call_started"
     TOOL_CALL_COMPLETED = "tool_call_completed"
     TOOL_CALL_FAILED = "tool_call_failed"
+    OUTPUT_VALIDATION_FAILED = "output_validation_failed"
+    GUARDRAIL_PASSED = "guardrail_passed"
+    GUARDRAIL_FAILED = "guardrail_failed"
     AGENT_TEST_COMPLETED = "agent_test_completed"
 
 

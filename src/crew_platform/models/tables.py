@@ -83,6 +83,11 @@ class Task(TimestampMixin, Base):
     dependencies: Mapped[list[int]] = mapped_column(JSONType, default=list)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_by: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
+    context: Mapped[list[int] | None] = mapped_column(JSONType)
+    """Tasks whose outputs the prompt shows; None: the workflow type's default."""
+    output_schema: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    guardrail: Mapped[str | None] = mapped_column(Text)
+    guardrail_max_retries: Mapped[int] = mapped_column(Integer, default=2, server_default="2")
 
 
 class Execution(Base):
@@ -121,6 +126,8 @@ class TaskRun(Base):
     attempt: Mapped[int] = mapped_column(Integer, default=1)
     input: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     output: Mapped[str | None] = mapped_column(Text)
+    output_json: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    """The parsed answer of a task with an `output_schema` (`output` holds its JSON text)."""
     error: Mapped[str | None] = mapped_column(Text)
     tokens_used: Mapped[int] = mapped_column(Integer, default=0)
     execution_time: Mapped[float | None] = mapped_column(Float)
