@@ -22,13 +22,13 @@ JSON = sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgres
 def upgrade() -> None:
     with op.batch_alter_table('tasks', schema=None) as batch_op:
         batch_op.add_column(sa.Column('context', JSON, nullable=True))
-        batch_op.add_column(sa.Column('output_schema', JSON, nullable=True))
+        batch_op.add_column(sa.Column('output_schema', sa.JSON(), nullable=True))
         batch_op.add_column(sa.Column('guardrail', sa.Text(), nullable=True))
         batch_op.add_column(
             sa.Column('guardrail_max_retries', sa.Integer(), server_default='2', nullable=False)
         )
     with op.batch_alter_table('task_runs', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('output_json', JSON, nullable=True))
+        batch_op.add_column(sa.Column('output_json', sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
