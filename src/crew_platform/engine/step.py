@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
-from crew_platform.engine.answer import Answer, AnswerRules, answer_task
+from crew_platform.engine.answer import Answer, AnswerRules, Notify, answer_task
 from crew_platform.engine.journal import Journal, publish
 from crew_platform.engine.lane import StoreLane
 from crew_platform.engine.loading import RunState
@@ -224,23 +224,6 @@ class Step:
             guardrail=spec.guardrail,
             guardrail_max_retries=spec.guardrail_max_retries,
         )
-
-        async def notify(kind: EventType, data: dict[str, Any], message: str) -> None:
-            async with self._lane.connect() as conn:
-                journal = Journal(conn, self._bus)
-                await journal.record(
-                    event_of(
-                        state,
-                        kind,
-                        task_id=run.task_id,
-                        agent_id=agent.agent_id,
-                        status=TS.RUNNING,
-                        data=data,
-                    ),
-                    f"Task {run.task_id} ({spec.name}): {message}",
-                )
-                await journal.commit()
-
         try:
             return await answer_task(
                 self._loop,
@@ -251,12 +234,31 @@ class Step:
                 calls=calls,
                 replay=run.replay,
                 on_chunk=publish_chunk,
-                notify=notify,
+                notify=self._recorder(state, run, spec.name),
             )
         except PlatformError as exc:
             return f"{exc.code}: {exc.message}"
         except ToolError as exc:
             return f"TOOL_ERROR: {exc}"
+
+    def _recorder(self, state: RunState, run: OpenRun, name: str) -> Notify:
+        """Records an event of the open run (and its log line) in a commit of its own."""
+
+        async def record(kind: EventType, data: dict[str, Any], message: str) -> None:
+            event = event_of(
+                state,
+                kind,
+                task_id=run.task_id,
+                agent_id=run.agent_id,
+                status=TS.RUNNING,
+                data=data,
+            )
+            async with self._lane.connect() as conn:
+                journal = Journal(conn, self._bus)
+                await journal.record(event, f"Task {run.task_id} ({name}): {message}")
+                await journal.commit()
+
+        return record
 
     async def _store(
         self, state: RunState, run: OpenRun, answer: Answer, elapsed: float

@@ -56,7 +56,13 @@ async def check_context(
             if cycle := find_cycle(graph):
                 raise DependencyCycle(
                     "dependencies and context would form a cycle: " + " -> ".join(map(str, cycle)),
-                    {"fields": {"context": "a task waits for its context tasks"}, "cycle": cycle},
+                    {
+                        "fields": {
+                            "dependencies": "with the context, they would form a cycle",
+                            "context": "a task waits for its context tasks: a cycle",
+                        },
+                        "cycle": cycle,
+                    },
                 )
         return ids
     own = execution_key(order, priority, task_id or MAX_ID + 1)
