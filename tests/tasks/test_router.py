@@ -36,7 +36,8 @@ SPEC_CREATE_BODY = {
 READ_FIELDS = {
     "id", "workflow_id", "agent_id", "name", "description", "expected_output", "task_type",
     "priority", "order", "input_data", "config", "dependencies", "is_active", "status",
-    "created_at", "updated_at", "created_by",
+    "created_at", "updated_at", "created_by", "context", "output_schema", "guardrail",
+    "guardrail_max_retries",
 }  # fmt: skip
 
 
@@ -70,6 +71,8 @@ async def test_create_with_required_fields_only_applies_the_defaults(
     assert task["expected_output"] is None
     assert task["input_data"] is None
     assert task["config"] is None
+    assert task["context"] is None and task["output_schema"] is None
+    assert task["guardrail"] is None and task["guardrail_max_retries"] == 2
     assert task["created_by"] is None
     assert_utc(task["created_at"])
     assert_utc(task["updated_at"])

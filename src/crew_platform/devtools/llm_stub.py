@@ -30,7 +30,14 @@ Reply fields: content, latency, status, headers, body,
               tool_calls ([{"name", "arguments" (object or raw text), "id"?}, ...]: the answer
               asks for these calls, streamed in deltas as providers do, finish_reason
               "tool_calls"), quote_tools (true: the answer ends with the `tool` messages the
-              request carried, "Tool results: <call id>=<content>; ...").
+              request carried, "Tool results: <call id>=<content>; ..."),
+              json (any JSON value: the answer is its JSON text), format (only for requests
+              whose `response_format` is a `json_schema` of this name, e.g. the guardrail
+              judge's "guardrail_verdict").
+Structured output: a request with a `json_schema` response_format and no scripted content is
+answered with a small instance of that schema (its first enum value or option, "" for strings,
+0 for numbers, true for booleans, every property of an object), so a judge passes by default.
+The request log keeps each request's body as sent, `response_format` included.
 A request held by a gate or a hang notices when its client goes away: it is then marked
 `"_disconnected": true` in /_requests and `disconnects` counts it.
 """
@@ -93,13 +100,14 @@ class StubState:
     def reset_peak(self) -> None:
         self.max_active = self.active
 
-    def take_reply(self, model: str, prompt: str) -> dict[str, Any]:
-        """The first queued reply for this call; one that names this prompt wins over one that
-        names none. A model not in `models` only takes replies naming it (`model`): the others
-        wait for the call that falls back to a served model."""
+    def take_reply(self, model: str, prompt: str, schema_name: str | None = None) -> dict[str, Any]:
+        """The first queued reply for this call; one that names this prompt (or this
+        structured-output schema) wins over one that names none. A model not in `models` only
+        takes replies naming it (`model`): the others wait for the call that falls back to a
+        served model."""
 
         def targeted(reply: dict[str, Any]) -> bool:
-            return "match" in reply or "prefix" in reply
+            return "match" in reply or "prefix" in reply or "format" in reply
 
         served = model in self.models
 
@@ -108,6 +116,7 @@ class StubState:
                 (reply.get("model") == model or (served and "model" not in reply))
                 and ("match" not in reply or reply["match"] in prompt)
                 and ("prefix" not in reply or prompt.startswith(reply["prefix"]))
+                and ("format" not in reply or reply["format"] == schema_name)
             )
 
         for i, reply in enumerate(self.script):
@@ -117,6 +126,45 @@ class StubState:
                 continue
             return self.script.pop(i)
         return {}
+
+
+def _schema_of(payload: dict[str, Any]) -> tuple[str | None, Any]:
+    """The name and schema of a request's `json_schema` response_format (None, None without)."""
+    response_format = payload.get("response_format")
+    if not isinstance(response_format, dict) or response_format.get("type") != "json_schema":
+        return None, None
+    spec = response_format.get("json_schema") or {}
+    return spec.get("name"), spec.get("schema")
+
+
+def sample_of(schema: Any, root: Any = None, depth: int = 0) -> Any:
+    """A small value that `schema` accepts (for the common keywords; a stub, not a solver)."""
+    root = schema if root is None else root
+    if not isinstance(schema, dict) or depth > 20:
+        return None
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#"):
+        target: Any = root
+        for part in [p for p in ref[1:].split("/") if p]:
+            target = target.get(part, {}) if isinstance(target, dict) else {}
+        return sample_of(target, root, depth + 1)
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        if schema.get(key):
+            return sample_of(schema[key][0], root, depth + 1)
+    kind = schema.get("type")
+    kind = kind[0] if isinstance(kind, list) and kind else kind
+    if kind == "object" or "properties" in schema:
+        properties = schema.get("properties") or {}
+        return {name: sample_of(sub, root, depth + 1) for name, sub in properties.items()}
+    if kind == "array":
+        count = int(schema.get("minItems", 0))
+        return [sample_of(schema.get("items", {}), root, depth + 1) for _ in range(count)]
+    values = {"string": "", "integer": 0, "number": 0, "boolean": True, "null": None}
+    return values.get(str(kind))
 
 
 def default_answer(model: str, prompt: str) -> str:
@@ -191,7 +239,8 @@ def create_stub_app(state: StubState | None = None) -> Starlette:
         }
         if state.record_requests:
             state.requests.append(record)
-        reply = state.take_reply(model, prompt)
+        schema_name, schema = _schema_of(payload)
+        reply = state.take_reply(model, prompt, schema_name)
         if "gate" in reply:
             gate = str(reply["gate"])
             state.waiting[gate] = state.waiting.get(gate, 0) + 1
@@ -224,6 +273,10 @@ def create_stub_app(state: StubState | None = None) -> Starlette:
             )
         calls = _scripted_calls(reply)
         quiet = calls or reply.get("quote_tools")
+        if "json" in reply:
+            reply["content"] = json.dumps(reply["json"], ensure_ascii=False)
+        elif schema is not None and not quiet and "content" not in reply:
+            reply["content"] = json.dumps(sample_of(schema), ensure_ascii=False)
         content = str(reply.get("content", "" if quiet else default_answer(model, prompt)))
         if reply.get("quote_tools"):
             content = (content + " " if content else "") + quote_tool_results(messages)

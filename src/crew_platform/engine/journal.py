@@ -33,6 +33,8 @@ _LEVELS = {
     EventType.TASK_SKIPPED: "warning",
     EventType.TOOL_CALL_FAILED: "warning",
     EventType.MODEL_FALLBACK: "warning",
+    EventType.OUTPUT_VALIDATION_FAILED: "warning",
+    EventType.GUARDRAIL_FAILED: "warning",
 }
 _LOGGED_DATA_KEYS = (
     "output",
@@ -49,6 +51,7 @@ _LOGGED_DATA_KEYS = (
     "from",
     "to",
     "remembered",
+    "retries_left",
 )
 
 log = logging.getLogger(__name__)

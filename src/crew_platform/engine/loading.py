@@ -17,6 +17,7 @@ from crew_platform.engine.states import TaskRunStatus as TS
 from crew_platform.engine.tool_loop import max_iter_of
 from crew_platform.llm.fallback import fallback_models_of
 from crew_platform.llm.prompts import AgentProfile
+from crew_platform.llm.structured import as_text
 from crew_platform.models import Agent, Execution, Task, TaskRun, Workflow
 
 DEFAULT_MAX_PARALLEL = 4
@@ -49,6 +50,13 @@ class TaskSpec:
     expected_output: str | None
     input_data: dict[str, Any]
     agent: AgentProfile | None
+    output_schema: dict[str, Any] | None = None
+    guardrail: str | None = None
+    guardrail_max_retries: int = 2
+
+
+Output = str | dict[str, Any]
+"""A task's output: its answer's text, or the parsed object of a task with an output schema."""
 
 
 @dataclass
@@ -60,9 +68,9 @@ class RunState:
     input_data: dict[str, Any]
     max_parallel: int
     tasks: dict[int, TaskSpec]
-    outputs: dict[int, str] = field(default_factory=dict)
+    outputs: dict[int, Output] = field(default_factory=dict)
     attempts: dict[int, int] = field(default_factory=dict)
-    external_context: dict[int, str] = field(default_factory=dict)
+    external_context: dict[int, Output] = field(default_factory=dict)
     """Outputs of tasks outside this execution (a single-task run's dependencies)."""
 
     @property
@@ -89,7 +97,7 @@ class RunState:
         else:
             needed = {d for p in self.plan for d in p.depends_on}
             sinks = [t for t in order if t not in needed and t in self.outputs]
-            result = "\n\n".join(self.outputs[t] for t in sinks) if sinks else None
+            result = "\n\n".join(as_text(self.outputs[t]) for t in sinks) if sinks else None
         return {
             "result": result,
             "tasks": {str(t): self.outputs[t] for t in order if t in self.outputs},
@@ -178,6 +186,10 @@ _TASKS_WITH_AGENTS = (
         TASKS.c.expected_output,
         TASKS.c.input_data,
         TASKS.c.dependencies,
+        TASKS.c.context,
+        TASKS.c.output_schema,
+        TASKS.c.guardrail,
+        TASKS.c.guardrail_max_retries,
         *(AGENTS.c[c].label(f"agent_{c}") for c in _AGENT_COLUMNS),
     )
     .select_from(TASKS.outerjoin(AGENTS, AGENTS.c.id == TASKS.c.agent_id))
@@ -212,6 +224,9 @@ async def load_state(reader: Writer, head: ExecutionHead, *, with_runs: bool) ->
                 expected_output=row.expected_output,
                 input_data=dict(row.input_data or {}),
                 agent=_agent_of(row),
+                output_schema=row.output_schema,
+                guardrail=row.guardrail,
+                guardrail_max_retries=row.guardrail_max_retries,
             )
             for row in rows
         },
@@ -220,24 +235,31 @@ async def load_state(reader: Writer, head: ExecutionHead, *, with_runs: bool) ->
         await load_finished_runs(reader, state)
     if head.mode == "task":
         state.external_context = await _latest_outputs(
-            reader, [d for row in rows for d in (row.dependencies or [])]
+            reader,
+            [
+                d
+                for row in rows
+                for d in (row.context if row.context is not None else row.dependencies or [])
+            ],
         )
     return state
 
 
 async def load_finished_runs(reader: Writer, state: RunState) -> None:
     runs = await reader.execute(
-        select(TaskRun.task_id, TaskRun.attempt, TaskRun.status, TaskRun.output)
+        select(
+            TaskRun.task_id, TaskRun.attempt, TaskRun.status, TaskRun.output, TaskRun.output_json
+        )
         .where(TaskRun.execution_id == state.execution_id)
         .order_by(TaskRun.id)
     )
-    for task_id, attempt, status, output in runs:
+    for task_id, attempt, status, output, parsed in runs:
         state.attempts[task_id] = max(state.attempts.get(task_id, 0), attempt)
         if status == TS.COMPLETED and output is not None:
-            state.outputs[task_id] = output
+            state.outputs[task_id] = output if parsed is None else parsed
 
 
-async def _latest_outputs(reader: Writer, task_ids: Sequence[int]) -> dict[int, str]:
+async def _latest_outputs(reader: Writer, task_ids: Sequence[int]) -> dict[int, Output]:
     if not task_ids:
         return {}
     latest = (
@@ -246,9 +268,11 @@ async def _latest_outputs(reader: Writer, task_ids: Sequence[int]) -> dict[int, 
         .group_by(TaskRun.task_id)
     )
     rows = await reader.execute(
-        select(TaskRun.task_id, TaskRun.output).where(TaskRun.id.in_(latest))
+        select(TaskRun.task_id, TaskRun.output, TaskRun.output_json).where(TaskRun.id.in_(latest))
     )
-    return {task_id: output or "" for task_id, output in rows}
+    return {
+        task_id: (output or "") if parsed is None else parsed for task_id, output, parsed in rows
+    }
 
 
 async def partial_output(

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from crew_platform.engine.answer import Answer, AnswerRules, Notify, answer_task
 from crew_platform.engine.journal import Journal, publish
 from crew_platform.engine.lane import StoreLane
 from crew_platform.engine.loading import RunState
@@ -28,8 +29,8 @@ from crew_platform.errors import PlatformError
 from crew_platform.events.bus import EventBus
 from crew_platform.events.types import Event, EventType
 from crew_platform.llm.fallback import Fallback
-from crew_platform.llm.gateway import Completion
 from crew_platform.llm.prompts import ContextItem, fill, messages, task_prompt
+from crew_platform.llm.structured import as_text
 from crew_platform.models import TaskRun
 from crew_platform.tools.base import ToolError
 
@@ -105,6 +106,8 @@ class Step:
         elapsed = time.perf_counter() - began
         if isinstance(called, str):
             return await self._fail(state, opened, called, elapsed)
+        if called.error is not None:
+            return await self._fail(state, opened, called.error, elapsed, called.tokens_used)
         return await self._store(state, opened, called, elapsed)
 
     async def _open(self, state: RunState, task_id: int) -> OpenRun | StepResult:
@@ -163,7 +166,7 @@ class Step:
             run_id, task_id, agent_id, attempt, started.seq, values, context_ids, replay, model
         )
 
-    async def _call(self, state: RunState, run: OpenRun) -> Completion | str:
+    async def _call(self, state: RunState, run: OpenRun) -> Answer | str:
         """The model calls (and tool calls) of an open run, with no connection held between
         its commits; a failure is returned as its error text."""
         spec = state.tasks[run.task_id]
@@ -171,20 +174,22 @@ class Step:
         if agent is None:
             return "TASK_NOT_RUNNABLE: the task has no agent"
         context = [
-            ContextItem(f"Output of task {tid} ({state.tasks[tid].name})", output)
+            ContextItem(f"Output of task {tid} ({state.tasks[tid].name})", as_text(output))
             for tid in run.context_ids
             if tid in state.tasks
             and (output := state.outputs.get(tid, state.external_context.get(tid))) is not None
         ] + [
-            ContextItem(f"Output of task {tid}", out)
+            ContextItem(f"Output of task {tid}", as_text(out))
             for tid, out in state.external_context.items()
             if tid not in state.tasks
         ]
+        description = fill(spec.description, run.values)
         prompt = task_prompt(
-            description=fill(spec.description, run.values),
+            description=description,
             expected_output=fill(spec.expected_output, run.values) or None,
             input_data=run.values,
             context=context,
+            output_schema=spec.output_schema,
         )
         chunk_index = 0
 
@@ -224,15 +229,25 @@ class Step:
             run.model = change.to_model
             await self._record_fallback(state, run, change)
 
+        rules = AnswerRules(
+            name=spec.name,
+            description=description,
+            output_schema=spec.output_schema,
+            guardrail=spec.guardrail,
+            guardrail_max_retries=spec.guardrail_max_retries,
+        )
         try:
-            return await self._loop.run(
+            return await answer_task(
+                self._loop,
                 agent,
                 messages(agent, prompt),
+                rules,
                 specs=await self._loop.tools_of(agent),
                 calls=calls,
                 replay=run.replay,
                 on_chunk=publish_chunk,
                 on_fallback=record_fallback,
+                notify=self._recorder(state, run, spec.name),
             )
         except PlatformError as exc:
             return f"{exc.code}: {exc.message}"
@@ -261,11 +276,31 @@ class Step:
             )
             await journal.commit()
 
+    def _recorder(self, state: RunState, run: OpenRun, name: str) -> Notify:
+        """Records an event of the open run (and its log line) in a commit of its own."""
+
+        async def record(kind: EventType, data: dict[str, Any], message: str) -> None:
+            event = event_of(
+                state,
+                kind,
+                task_id=run.task_id,
+                agent_id=run.agent_id,
+                status=TS.RUNNING,
+                data=data,
+            )
+            async with self._lane.connect() as conn:
+                journal = Journal(conn, self._bus)
+                await journal.record(event, f"Task {run.task_id} ({name}): {message}")
+                await journal.commit()
+
+        return record
+
     async def _store(
-        self, state: RunState, run: OpenRun, completion: Completion, elapsed: float
+        self, state: RunState, run: OpenRun, answer: Answer, elapsed: float
     ) -> StepResult:
         spec = state.tasks[run.task_id]
-        model = completion.model or run.model
+        model = answer.model or run.model
+        output = answer.text if answer.data is None else answer.data
         event = event_of(
             state,
             EventType.TASK_COMPLETED,
@@ -273,8 +308,8 @@ class Step:
             agent_id=run.agent_id,
             status=TS.COMPLETED,
             data={
-                "output": completion.text,
-                "tokens_used": completion.tokens_used,
+                "output": output,
+                "tokens_used": answer.tokens_used,
                 "execution_time": round(elapsed, 6),
                 "attempt": run.attempt,
                 "model": model,
@@ -282,20 +317,23 @@ class Step:
         )
         message = (
             f"Task {run.task_id} ({spec.name}) completed in {elapsed:.3f}s, "
-            f"{completion.tokens_used} tokens"
+            f"{answer.tokens_used} tokens"
         )
         values = {
-            "output": completion.text,
-            "tokens_used": completion.tokens_used,
+            "output": as_text(output),
+            "output_json": answer.data,
+            "tokens_used": answer.tokens_used,
             "execution_time": elapsed,
             "model": model,
         }
         if not await self._close_run(run, Intent.COMPLETE, event, message, values):
             return await self._run_closed(state, run)
-        state.outputs[run.task_id] = completion.text
+        state.outputs[run.task_id] = output
         return StepResult(run.task_id)
 
-    async def _fail(self, state: RunState, run: OpenRun, error: str, elapsed: float) -> StepResult:
+    async def _fail(
+        self, state: RunState, run: OpenRun, error: str, elapsed: float, tokens_used: int = 0
+    ) -> StepResult:
         spec = state.tasks.get(run.task_id)
         name = spec.name if spec else "?"
         event = event_of(
@@ -306,7 +344,9 @@ class Step:
             status=TS.FAILED,
             data={"error": error, "attempt": run.attempt},
         )
-        values = {"error": error, "execution_time": elapsed}
+        values: dict[str, Any] = {"error": error, "execution_time": elapsed}
+        if tokens_used:
+            values["tokens_used"] = tokens_used
         message = f"Task {run.task_id} ({name}) failed: {error}"
         if not await self._close_run(run, Intent.FAIL, event, message, values):
             return await self._run_closed(state, run)

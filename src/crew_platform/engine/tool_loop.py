@@ -126,10 +126,17 @@ class ToolLoop:
         replay: Sequence[CallRecord] = (),
         on_chunk: ChunkSink | None = None,
         on_fallback: FallbackSink | None = None,
+        response_format: Mapping[str, Any] | None = None,
+        transcript: list[Mapping[str, Any]] | None = None,
     ) -> Completion:
         """The step's final answer, with the tokens of every model call it took and the model
         that gave it (a fallback of the agent's when that is not served: `on_fallback` hears
-        of each move along the chain)."""
+        of each move along the chain).
+
+        `response_format` goes with the calls made without tools only: tools come first, the
+        formatted answer last. `transcript`, when given, receives the messages of the last
+        call (the conversation with every tool call and result), so a caller can go on from it.
+        """
         calls = calls or NoCallLog()
         by_model_name = {to_model_name(s.name): s.name for s in specs}
         offered = [function_spec(s) for s in specs]
@@ -151,6 +158,7 @@ class ToolLoop:
                 max_tokens=agent.max_tokens,
                 on_chunk=on_chunk,
                 tools=tools,
+                response_format=None if tools else response_format,
             )
             total.prompt_tokens += completion.prompt_tokens
             total.completion_tokens += completion.completion_tokens
@@ -163,6 +171,8 @@ class ToolLoop:
             completion = await ask(offered)
             if not offered or not completion.tool_calls:
                 total.text = completion.text
+                if transcript is not None:
+                    transcript.extend(messages)
                 return total
             turn = [
                 CallRecord(
@@ -178,6 +188,8 @@ class ToolLoop:
             await self._answer(turn, messages, calls, allowed, replayed=False)
         messages.append({"role": "system", "content": FINAL_ANSWER_NUDGE})
         total.text = (await ask(())).text
+        if transcript is not None:
+            transcript.extend(messages)
         return total
 
     async def _answer(

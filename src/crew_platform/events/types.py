@@ -25,6 +25,9 @@ class EventType(StrEnum):
     TOOL_CALL_COMPLETED = "tool_call_completed"
     TOOL_CALL_FAILED = "tool_call_failed"
     MODEL_FALLBACK = "model_fallback"
+    OUTPUT_VALIDATION_FAILED = "output_validation_failed"
+    GUARDRAIL_PASSED = "guardrail_passed"
+    GUARDRAIL_FAILED = "guardrail_failed"
     AGENT_TEST_COMPLETED = "agent_test_completed"
 
 

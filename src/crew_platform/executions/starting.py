@@ -17,6 +17,7 @@ from crew_platform.errors import Conflict, DependencyCycle, MissingInput, Valida
 from crew_platform.executions.schemas import ExecuteRequest, ExecutionRead
 from crew_platform.llm.prompts import placeholders
 from crew_platform.models import Agent, Execution, Task, Workflow
+from crew_platform.tasks.context import linear_context_problems, waits_for
 from crew_platform.tasks.service import get_task, sort_for_execution
 from crew_platform.toolbox.service import check_tools_named
 from crew_platform.tools.base import Toolbox
@@ -148,13 +149,24 @@ async def start_workflow(
         )
     await _check_runnable(session, toolbox, runnable, request.input_data)
     order = [t.id for t in tasks]
+    contexts = {t.id: t.context for t in tasks}
     if workflow.workflow_type == "parallel":
         deps = {t.id: list(t.dependencies or []) for t in tasks}
-        if cycle := find_cycle(deps):
-            raise DependencyCycle("task dependencies form a cycle", {"cycle": cycle})
-        planned = dag_plan(order, deps)
+        if cycle := find_cycle({t: waits_for(deps[t], contexts[t]) for t in order}):
+            raise DependencyCycle("task dependencies and context form a cycle", {"cycle": cycle})
+        planned = dag_plan(order, deps, contexts)
     else:
-        planned = linear_plan(order)
+        if later := linear_context_problems(order, contexts):
+            raise ValidationFailed(
+                "The context of tasks "
+                + "; ".join(f"{t} names tasks {ids}" for t, ids in later.items())
+                + " that run after them in the linear order",
+                {
+                    "later_task_ids": {str(t): ids for t, ids in later.items()},
+                    "fields": {"context": "context tasks must run earlier"},
+                },
+            )
+        planned = linear_plan(order, contexts)
     return await _create_execution(
         session,
         dispatcher,

@@ -182,11 +182,12 @@ class LLMGateway:
         max_tokens: int,
         on_chunk: ChunkSink | None = None,
         tools: Sequence[Mapping[str, Any]] = (),
+        response_format: Mapping[str, Any] | None = None,
     ) -> Completion:
         """One streamed chat completion. `tools` are function specs as providers take them
         (see `engine.tool_loop.function_spec`); with any, the model may answer with tool calls
         instead of text (`tool_choice: "auto"`; never `parallel_tool_calls`, which Cerebras
-        refuses)."""
+        refuses). `response_format` is sent as given (see `llm.structured`)."""
         ref = resolve(model)
         client = self._client(ref.provider)
         openai = sdk()
@@ -202,6 +203,8 @@ class LLMGateway:
         if tools:
             body["tools"] = list(tools)
             body["tool_choice"] = "auto"
+        if response_format is not None:
+            body["response_format"] = dict(response_format)
         attempts = self._settings.llm_max_retries + 1
         delay = 0.0
         for attempt in range(1, attempts + 1):

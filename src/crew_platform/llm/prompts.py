@@ -68,10 +68,16 @@ def task_prompt(
     expected_output: str | None,
     input_data: Mapping[str, Any] | None,
     context: Sequence[ContextItem],
+    output_schema: Mapping[str, Any] | None = None,
 ) -> str:
     parts = [f"Current Task: {description}"]
     if expected_output:
         parts.append(f"This is the expected criteria for your final answer: {expected_output}")
+    if output_schema is not None:
+        parts.append(
+            "Your final answer must be one JSON object, and nothing else, that matches this "
+            "JSON Schema:\n" + json.dumps(dict(output_schema), ensure_ascii=False)
+        )
     if input_data:
         parts.append("Input data:\n" + json.dumps(dict(input_data), ensure_ascii=False, indent=2))
     if context:

@@ -4,6 +4,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     Boolean,
     Float,
     ForeignKey,
@@ -83,6 +84,13 @@ class Task(TimestampMixin, Base):
     dependencies: Mapped[list[int]] = mapped_column(JSONType, default=list)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_by: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
+    context: Mapped[list[int] | None] = mapped_column(JSONType)
+    """Tasks whose outputs the prompt shows; None: the workflow type's default."""
+    output_schema: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """Plain JSON, not JSONB: kept as written, the order of its properties included (the order
+    in which a model held to the schema writes them)."""
+    guardrail: Mapped[str | None] = mapped_column(Text)
+    guardrail_max_retries: Mapped[int] = mapped_column(Integer, default=2, server_default="2")
 
 
 class Execution(Base):
@@ -123,6 +131,9 @@ class TaskRun(Base):
     """The model that answered (a fallback when the agent's was not served)."""
     input: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     output: Mapped[str | None] = mapped_column(Text)
+    output_json: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """The parsed answer of a task with an `output_schema` (`output` holds its JSON text),
+    in plain JSON: its keys keep the order the model wrote them in."""
     error: Mapped[str | None] = mapped_column(Text)
     tokens_used: Mapped[int] = mapped_column(Integer, default=0)
     execution_time: Mapped[float | None] = mapped_column(Float)

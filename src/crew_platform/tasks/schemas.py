@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from crew_platform.common.schemas import RequestModel
 from crew_platform.common.types import (
@@ -17,11 +17,53 @@ from crew_platform.common.types import (
     reject_explicit_null,
 )
 from crew_platform.engine import TaskRunStatus
+from crew_platform.llm.structured import schema_problem
 
 Rank = Annotated[StrictInt, Field(ge=-1_000_000, le=1_000_000)]
 Dependencies = Annotated[
     list[ResourceRef],
     Field(max_length=1000, description="Ids of tasks of the same workflow that must finish first."),
+]
+Context = Annotated[
+    list[ResourceRef],
+    Field(
+        max_length=1000,
+        description="Ids of tasks of the same workflow whose outputs this task's prompt shows; "
+        "null: every earlier task's (linear) or its dependencies' (parallel).",
+    ),
+]
+
+
+def _usable_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    if (problem := schema_problem(schema)) is not None:
+        raise ValueError(problem)
+    return schema
+
+
+def _not_blank(text: str) -> str:
+    if not text.strip():
+        raise ValueError("must not be empty or blank (null turns the guardrail off)")
+    return text
+
+
+OutputSchema = Annotated[
+    dict[str, Any],
+    AfterValidator(_usable_schema),
+    Field(
+        description="JSON Schema (Draft 2020-12, an object at the root) the answer must match; "
+        "the task's output is then the parsed object."
+    ),
+]
+Guardrail = Annotated[
+    LongText,
+    AfterValidator(_not_blank),
+    Field(description="An instruction a judge model call checks each answer against."),
+]
+GuardrailRetries = Annotated[
+    StrictInt,
+    Field(
+        ge=0, le=10, description="Revisions after a failed guardrail check before the task fails."
+    ),
 ]
 NOT_NULLABLE = (
     "workflow_id",
@@ -31,6 +73,7 @@ NOT_NULLABLE = (
     "order",
     "dependencies",
     "is_active",
+    "guardrail_max_retries",
 )
 TaskStatus = TaskRunStatus
 """A task's status is that of its latest run, `pending` before any."""
@@ -52,6 +95,10 @@ class TaskRead(BaseModel):
     config: dict[str, Any] | None
     dependencies: list[int]
     is_active: bool
+    context: list[int] | None
+    output_schema: dict[str, Any] | None
+    guardrail: str | None
+    guardrail_max_retries: int
     status: TaskStatus = Field(description="State of the task's latest run; `pending` before any.")
     created_at: datetime
     updated_at: datetime
@@ -75,6 +122,10 @@ class TaskCreate(RequestModel):
     config: dict[str, Any] | None = None
     dependencies: Dependencies = Field(default_factory=list)
     is_active: Flag = True
+    context: Context | None = None
+    output_schema: OutputSchema | None = None
+    guardrail: Guardrail | None = None
+    guardrail_max_retries: GuardrailRetries = 2
 
 
 class TaskUpdate(RequestModel):
@@ -94,6 +145,10 @@ class TaskUpdate(RequestModel):
     config: dict[str, Any] | None = None
     dependencies: Dependencies | None = None
     is_active: Flag | None = None
+    context: Context | None = None
+    output_schema: OutputSchema | None = None
+    guardrail: Guardrail | None = None
+    guardrail_max_retries: GuardrailRetries | None = None
 
     model_config = ConfigDict(json_schema_extra=not_null_in_schema(*NOT_NULLABLE))
     _not_null = reject_explicit_null(*NOT_NULLABLE)
@@ -127,7 +182,9 @@ class TaskRunRead(BaseModel):
         "agent's was not served (null for runs from before this was recorded)"
     )
     input: dict[str, Any] | None
-    output: str | None
+    output: str | dict[str, Any] | None = Field(
+        description="The answer: text, or the parsed object of a task with an `output_schema`"
+    )
     error: str | None
     tokens_used: int
     execution_time: float | None
@@ -137,3 +194,13 @@ class TaskRunRead(BaseModel):
     tool_calls: list[ToolCallRead] = Field(
         default_factory=list, description="The run's tool calls, in the order they were asked"
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _structured_output(cls, run: Any) -> Any:
+        """A run row with a parsed answer (`output_json`) shows it as its `output`."""
+        parsed = getattr(run, "output_json", None)
+        if parsed is None:
+            return run
+        fields = {name: getattr(run, name) for name in cls.model_fields if hasattr(run, name)}
+        return fields | {"output": parsed}

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from crew_platform.engine import execution_key, find_cycle
 from crew_platform.errors import Conflict, DependencyCycle, NotFound, ValidationFailed
 from crew_platform.models import Agent, Task, TaskRun, Workflow
+from crew_platform.tasks.context import check_context, context_readers
 from crew_platform.tasks.schemas import TaskCreate, TaskRead, TaskUpdate
 
 latest_status = func.coalesce(
@@ -143,6 +144,15 @@ async def create_task(session: AsyncSession, *, data: TaskCreate) -> TaskRead:
     values["dependencies"] = await _check_dependencies(
         session, task_id=None, workflow_id=data.workflow_id, dependencies=data.dependencies
     )
+    values["context"] = await check_context(
+        session,
+        task_id=None,
+        workflow_id=data.workflow_id,
+        order=data.order,
+        priority=data.priority,
+        dependencies=values["dependencies"],
+        context=data.context,
+    )
     task = Task(**values)
     session.add(task)
     await session.commit()
@@ -173,9 +183,26 @@ async def update_task(session: AsyncSession, *, task_id: int, data: TaskUpdate) 
                 f"tasks {dependents} of workflow {task.workflow_id} depend on this task",
                 dependent_task_ids=dependents,
             )
+        readers = await context_readers(session, task)
+        if readers:
+            raise ValidationFailed.field(
+                "workflow_id",
+                f"tasks {readers} of workflow {task.workflow_id} take this task's output as "
+                "context",
+                context_task_ids=readers,
+            )
     dependencies = changes.get("dependencies", task.dependencies or [])
     changes["dependencies"] = await _check_dependencies(
         session, task_id=task_id, workflow_id=workflow_id, dependencies=dependencies
+    )
+    changes["context"] = await check_context(
+        session,
+        task_id=task_id,
+        workflow_id=workflow_id,
+        order=changes.get("order", task.order),
+        priority=changes.get("priority", task.priority),
+        dependencies=changes["dependencies"],
+        context=changes.get("context", task.context),
     )
     for field, value in changes.items():
         setattr(task, field, value)
@@ -191,6 +218,13 @@ async def delete_task(session: AsyncSession, *, task_id: int) -> None:
         raise Conflict(
             f"Tasks {dependents} depend on task {task_id}; remove the dependency first",
             {"dependent_task_ids": dependents},
+        )
+    readers = await context_readers(session, task)
+    if readers:
+        raise Conflict(
+            f"Tasks {readers} take task {task_id}'s output as context; remove it from their "
+            "context first",
+            {"context_task_ids": readers},
         )
     await session.delete(task)
     await session.commit()

@@ -1,7 +1,7 @@
 """task_runs.model: the model that answered (model fallbacks)
 
 Revision ID: 0006
-Revises: 0002
+Revises: 0003_task_options
 Create Date: 2026-12-02 10:00:00.000000
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0006"
-down_revision: str | None = "0002"
+down_revision: str | None = "0003_task_options"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,213 @@
+"""A step's answer: the tool loop's, then held to the task's output schema and guardrail.
+
+Without either option this is the tool loop and nothing more. With an `output_schema`, the answer
+must parse into the object the schema describes: a model call without tools carries the schema as
+`response_format`; an agent with tools works with them first and is then asked for its answer in
+that form, unless its final answer already fits. An answer that does not fit is sent back once
+with the reason, then the task fails (`OUTPUT_VALIDATION_FAILED`). With a `guardrail`, a judge
+checks each fitting answer; a failed check sends its reason back for a revision, at most
+`guardrail_max_retries` times, then the task fails (`GUARDRAIL_FAILED`).
+
+Revisions are model calls without tools that go on from the whole conversation (tool results
+included): a tool call is recorded once per run, never made again by a revision.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from crew_platform.engine.guardrail import judge
+from crew_platform.engine.tool_loop import CallLog, CallRecord, ToolLoop
+from crew_platform.events.types import EventType
+from crew_platform.llm.fallback import FallbackSink
+from crew_platform.llm.gateway import ChunkSink, Completion
+from crew_platform.llm.prompts import AgentProfile
+from crew_platform.llm.structured import parse_answer, response_format
+from crew_platform.tools.base import ToolSpec
+
+OUTPUT_INVALID = "OUTPUT_VALIDATION_FAILED"
+GUARDRAIL_FAILED = "GUARDRAIL_FAILED"
+FORMAT_REQUEST = (
+    "Now give your final answer as one JSON object that matches the required JSON Schema, "
+    "and nothing else."
+)
+
+Notify = Callable[[EventType, dict[str, Any], str], Awaitable[None]]
+"""Records one event of the step: its type, its data and its log line."""
+
+
+@dataclass(frozen=True)
+class AnswerRules:
+    """What a task asks of its answer besides its text."""
+
+    name: str
+    description: str
+    output_schema: Mapping[str, Any] | None = None
+    guardrail: str | None = None
+    guardrail_max_retries: int = 2
+
+
+@dataclass
+class Answer:
+    text: str
+    data: dict[str, Any] | None = None
+    """The parsed object, for a task with an output schema."""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str | None = None
+    """Why the task fails (its code first); the tokens were spent all the same."""
+    model: str | None = None
+    """The model that gave the last answer (a fallback when the agent's is not served)."""
+
+    @property
+    def tokens_used(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+class _Answering:
+    """One step's conversation with its agent after the tool loop."""
+
+    def __init__(
+        self,
+        loop: ToolLoop,
+        agent: AgentProfile,
+        rules: AnswerRules,
+        on_chunk: ChunkSink | None,
+        notify: Notify,
+        on_fallback: FallbackSink | None,
+    ) -> None:
+        self.loop = loop
+        self.on_fallback = on_fallback
+        self.agent = agent
+        self.rules = rules
+        self.on_chunk = on_chunk
+        self.notify = notify
+        self.messages: list[Mapping[str, Any]] = []
+        self.total = Answer(text="")
+        schema = rules.output_schema
+        self.format = None if schema is None else response_format(rules.name, schema)
+
+    def count(self, completion: Completion) -> str:
+        self.total.prompt_tokens += completion.prompt_tokens
+        self.total.completion_tokens += completion.completion_tokens
+        self.total.model = completion.model or self.total.model
+        return completion.text
+
+    async def revise(self, previous: str, request: str) -> str:
+        """Ask again, after the model's `previous` answer, without tools."""
+        self.messages += [
+            {"role": "assistant", "content": previous},
+            {"role": "user", "content": request},
+        ]
+        completion = await self.loop.run(
+            self.agent,
+            self.messages,
+            on_chunk=self.on_chunk,
+            on_fallback=self.on_fallback,
+            response_format=self.format,
+        )
+        return self.count(completion)
+
+    async def shaped(self, text: str, number: int, *, formatted: bool) -> Answer:
+        """Answer `number` as the schema wants it: its text and object, or the error. An answer
+        made without `response_format` (a tool loop's) is first asked for in that form."""
+        schema = self.rules.output_schema
+        if schema is None:
+            return Answer(text)
+        parsed = parse_answer(text, schema)
+        if parsed.value is None and not formatted:
+            text = await self.revise(text, FORMAT_REQUEST)
+            parsed = parse_answer(text, schema)
+        if parsed.value is None:
+            await self.notify(
+                EventType.OUTPUT_VALIDATION_FAILED,
+                {"attempt": number, "error": parsed.problem},
+                f"answer {number} does not match the output schema, asking again: {parsed.problem}",
+            )
+            text = await self.revise(
+                text,
+                f"Your answer does not match the required JSON Schema: {parsed.problem}. "
+                "Answer again with only one JSON object that matches the schema.",
+            )
+            parsed = parse_answer(text, schema)
+        if parsed.value is None:
+            return Answer(text, error=f"{OUTPUT_INVALID}: {parsed.problem}")
+        return Answer(text, parsed.value)
+
+    async def checked(self, answer: Answer, number: int) -> Answer:
+        """`answer` once the guardrail passes it (revised as the judge asks), or the error."""
+        instruction = self.rules.guardrail
+        while instruction is not None and answer.error is None:
+            verdict = await judge(
+                self.loop,
+                self.agent,
+                instruction=instruction,
+                task=self.rules.description,
+                answer=answer.text,
+                on_fallback=self.on_fallback,
+            )
+            self.count(verdict.completion)
+            if verdict.passed:
+                await self.notify(
+                    EventType.GUARDRAIL_PASSED,
+                    {"attempt": number},
+                    f"answer {number} passed the guardrail",
+                )
+                return answer
+            retries_left = self.rules.guardrail_max_retries - number + 1
+            if not verdict.readable:
+                retries_left = 0
+            await self.notify(
+                EventType.GUARDRAIL_FAILED,
+                {"attempt": number, "reason": verdict.reason, "retries_left": retries_left},
+                f"answer {number} failed the guardrail ({retries_left} retries left): "
+                f"{verdict.reason}",
+            )
+            if retries_left <= 0:
+                return Answer(answer.text, error=f"{GUARDRAIL_FAILED}: {verdict.reason}")
+            number += 1
+            text = await self.revise(
+                answer.text,
+                f"Your answer did not pass this check: {instruction}\n"
+                f"Reviewer's feedback: {verdict.reason}\n"
+                "Give your revised, complete final answer.",
+            )
+            answer = await self.shaped(text, number, formatted=True)
+        return answer
+
+
+async def answer_task(
+    loop: ToolLoop,
+    agent: AgentProfile,
+    conversation: Sequence[Mapping[str, Any]],
+    rules: AnswerRules,
+    *,
+    specs: Sequence[ToolSpec],
+    calls: CallLog,
+    replay: Sequence[CallRecord],
+    on_chunk: ChunkSink | None,
+    notify: Notify,
+    on_fallback: FallbackSink | None = None,
+) -> Answer:
+    """The step's answer, with the tokens of every model call it took (the judge's too)."""
+    answering = _Answering(loop, agent, rules, on_chunk, notify, on_fallback)
+    first = await loop.run(
+        agent,
+        conversation,
+        specs=specs,
+        calls=calls,
+        replay=replay,
+        on_chunk=on_chunk,
+        on_fallback=on_fallback,
+        response_format=answering.format,
+        transcript=answering.messages,
+    )
+    text = answering.count(first)
+    answer = await answering.shaped(text, 1, formatted=not specs)
+    answer = await answering.checked(answer, 1)
+    answer.prompt_tokens = answering.total.prompt_tokens
+    answer.completion_tokens = answering.total.completion_tokens
+    answer.model = answering.total.model
+    return answer
