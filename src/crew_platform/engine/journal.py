@@ -44,6 +44,9 @@ _LOGGED_DATA_KEYS = (
     "call_id",
     "arguments",
     "result",
+    "draft",
+    "approved",
+    "feedback",
 )
 
 log = logging.getLogger(__name__)

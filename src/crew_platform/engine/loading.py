@@ -48,6 +48,8 @@ class TaskSpec:
     expected_output: str | None
     input_data: dict[str, Any]
     agent: AgentProfile | None
+    human_input: bool = False
+    """Its answer is a draft a person reviews (`engine/review.py`)."""
 
 
 @dataclass
@@ -176,6 +178,7 @@ _TASKS_WITH_AGENTS = (
         TASKS.c.expected_output,
         TASKS.c.input_data,
         TASKS.c.dependencies,
+        TASKS.c.human_input,
         *(AGENTS.c[c].label(f"agent_{c}") for c in _AGENT_COLUMNS),
     )
     .select_from(TASKS.outerjoin(AGENTS, AGENTS.c.id == TASKS.c.agent_id))
@@ -210,6 +213,7 @@ async def load_state(reader: Writer, head: ExecutionHead, *, with_runs: bool) ->
                 expected_output=row.expected_output,
                 input_data=dict(row.input_data or {}),
                 agent=_agent_of(row),
+                human_input=bool(row.human_input),
             )
             for row in rows
         },

@@ -24,6 +24,8 @@ class EventType(StrEnum):
     TOOL_CALL_STARTED = "tool_call_started"
     TOOL_CALL_COMPLETED = "tool_call_completed"
     TOOL_CALL_FAILED = "tool_call_failed"
+    INPUT_REQUIRED = "input_required"
+    INPUT_RECEIVED = "input_received"
     AGENT_TEST_COMPLETED = "agent_test_completed"
 
 

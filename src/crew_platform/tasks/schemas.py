@@ -31,6 +31,7 @@ NOT_NULLABLE = (
     "order",
     "dependencies",
     "is_active",
+    "human_input",
 )
 TaskStatus = TaskRunStatus
 """A task's status is that of its latest run, `pending` before any."""
@@ -52,6 +53,7 @@ class TaskRead(BaseModel):
     config: dict[str, Any] | None
     dependencies: list[int]
     is_active: bool
+    human_input: bool
     status: TaskStatus = Field(description="State of the task's latest run; `pending` before any.")
     created_at: datetime
     updated_at: datetime
@@ -75,6 +77,11 @@ class TaskCreate(RequestModel):
     config: dict[str, Any] | None = None
     dependencies: Dependencies = Field(default_factory=list)
     is_active: Flag = True
+    human_input: Flag = Field(
+        default=False,
+        description="A person reviews the agent's answer before the run goes on: it waits "
+        "`waiting_for_input` until approved or returned with feedback (CrewAI's human_input).",
+    )
 
 
 class TaskUpdate(RequestModel):
@@ -94,6 +101,7 @@ class TaskUpdate(RequestModel):
     config: dict[str, Any] | None = None
     dependencies: Dependencies | None = None
     is_active: Flag | None = None
+    human_input: Flag | None = None
 
     model_config = ConfigDict(json_schema_extra=not_null_in_schema(*NOT_NULLABLE))
     _not_null = reject_explicit_null(*NOT_NULLABLE)
@@ -123,8 +131,11 @@ class TaskRunRead(BaseModel):
     status: str
     attempt: int
     input: dict[str, Any] | None
-    output: str | None
+    output: str | None = Field(description="The answer; a draft while `waiting_for_input`")
     error: str | None
+    feedback: str | None = Field(
+        description="What a person answered to this run's draft (`changes_requested`)"
+    )
     tokens_used: int
     execution_time: float | None
     created_at: datetime
