@@ -4,6 +4,8 @@ feedback that the agent revises with. On both databases, with the real stub."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from typing import Any
 
 import httpx
@@ -419,3 +421,41 @@ async def test_a_task_retry_is_refused_while_its_execution_waits(
     run = await execute(client, workflow["id"])
     await waiting(app, client, run["id"])
     assert_error(await client.post(f"{API}/tasks/{only['id']}/retry"), 409, "INVALID_STATE")
+
+
+async def test_of_two_answers_given_at_once_one_is_taken_and_the_other_is_a_409(
+    app: FastAPI, client: httpx.AsyncClient, stub: StubServer
+) -> None:
+    stub.script(for_task("Only", content="DRAFT"), {"match": "Other way", "content": "REVISED"})
+    _, workflow, (only,) = await reviewed_pipeline(client, ["Only"], {"Only"})
+    run = await execute(client, workflow["id"])
+    await waiting(app, client, run["id"])
+    answers = await asyncio.gather(
+        give(client, run["id"], approve=True), give(client, run["id"], feedback="Other way")
+    )
+    assert sorted(r.status_code for r in answers) == [202, 409]
+    (taken,) = [r for r in answers if r.status_code == 202]
+    await wait_for_status(client, run["id"], "completed", "waiting_for_input")
+    await idle(app)
+    runs = await runs_of(client, only["id"])
+    if json.loads(taken.request.content) == {"approve": True}:
+        assert [r["status"] for r in runs] == ["completed"]
+        assert len(stub.requests) == 1
+    else:
+        assert [r["status"] for r in runs] == ["changes_requested", "waiting_for_input"]
+        assert len(stub.requests) == 2
+
+
+async def test_input_after_the_waiting_task_was_deleted_fails_the_execution_saying_so(
+    app: FastAPI, client: httpx.AsyncClient, stub: StubServer
+) -> None:
+    _, workflow, (a, _b) = await reviewed_pipeline(client, ["A", "B"], {"A"})
+    run = await execute(client, workflow["id"])
+    await waiting(app, client, run["id"])
+    assert (await client.delete(f"{API}/tasks/{a['id']}")).status_code == 200
+    answered = await give(client, run["id"], approve=True)
+    assert answered.status_code == 202, answered.text
+    done = await wait_for_execution(client, run["id"])
+    assert done["status"] == "failed"
+    assert "TASK_NOT_RUNNABLE" in done["error_message"]
+    assert calls_for(stub, "B") == []

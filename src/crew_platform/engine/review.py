@@ -238,7 +238,13 @@ async def answer_draft(
                     task_id=draft.task_id,
                     agent_id=draft.agent_id,
                     status=TS.COMPLETED,
-                    data={"output": draft.output, "attempt": draft.attempt, "approved": True},
+                    data={
+                        "output": draft.output,
+                        "tokens_used": draft.tokens_used,
+                        "execution_time": draft.execution_time,
+                        "attempt": draft.attempt,
+                        "approved": True,
+                    },
                 ),
                 f"Task {draft.task_id} completed: its draft was approved",
             )
