@@ -139,5 +139,9 @@ async def test_waiting_and_revising_executions_survive_a_kill(
         assert revised["output_data"]["tasks"] == {str(r["id"]): "DRAFT<R2>"}
         logs = (await http.get(f"{API}/executions/{waiting_run['id']}/logs")).json()
         assert [e["seq"] for e in logs] == list(range(1, len(logs) + 1))
+        # The start-up left it alone: asked once, resumed only by the input.
+        kinds = [e["event"] for e in logs]
+        assert kinds.count("input_required") == 1
+        assert [e["data"]["reason"] for e in logs if e["event"] == "workflow_resumed"] == ["input"]
     counts = {name: len(calls_for(stub, name)) for name in ("A", "B", "C", "R")}
     assert counts == {"A": 1, "B": 1, "C": 1, "R": 3}

@@ -9,7 +9,8 @@ from crew_platform.common.http import ERROR_RESPONSES, ExecutionId, PageDep, Wor
 from crew_platform.common.limits import STATE_LENGTH
 from crew_platform.common.types import SafeText
 from crew_platform.engine import ExecutionStatus
-from crew_platform.executions import control, input, repository
+from crew_platform.executions import control, repository
+from crew_platform.executions import input as human_input
 from crew_platform.executions.schemas import (
     ControlResult,
     ExecutionRead,
@@ -92,7 +93,9 @@ async def give_input(
     """Approve the waiting draft (`{"approve": true}`) or return it with feedback
     (`{"feedback": "..."}`); the run goes on in the background. 409 unless the execution is
     `waiting_for_input`."""
-    return await input.give_input(session, bus, dispatcher, execution_id=execution_id, data=data)
+    return await human_input.give_input(
+        session, bus, dispatcher, execution_id=execution_id, data=data
+    )
 
 
 @router.get(
