@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from crew_platform.common.schemas import RequestModel
 from crew_platform.common.types import Flag, RequiredLongText, ResourceRef
+from crew_platform.engine import ExecutionStatus
 
 
 class ExecuteRequest(RequestModel):
@@ -21,6 +22,10 @@ class ExecuteRequest(RequestModel):
 
 class InputRequest(RequestModel):
     """A person's answer to the draft an execution waits on: approve it, or give feedback."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"approve": True}, {"feedback": "Shorter, please"}]}
+    )
 
     approve: Flag = Field(default=False, description="`true` accepts the draft as the output.")
     feedback: RequiredLongText | None = Field(
@@ -54,7 +59,7 @@ class ExecutionRead(BaseModel):
 
     id: int
     workflow_id: int
-    status: str
+    status: ExecutionStatus
     started_at: datetime | None
     completed_at: datetime | None
     input_data: dict[str, Any] | None
@@ -119,7 +124,7 @@ class WaitingTask(BaseModel):
 class ExecutionStatusRead(BaseModel):
     execution_id: int
     workflow_id: int
-    status: str
+    status: ExecutionStatus
     progress: Progress
     running_tasks: list[RunningTask]
     waiting_tasks: list[WaitingTask] = Field(
