@@ -16,7 +16,7 @@ from crew_platform.app import create_app
 from crew_platform.common.limits import MAX_JSON_DEPTH
 from crew_platform.common.schemas import RequestModel
 from crew_platform.db import Base
-from crew_platform.executions.schemas import ExecuteRequest
+from crew_platform.executions.schemas import ExecuteRequest, InputRequest
 from crew_platform.tasks.schemas import TaskCreate, TaskUpdate
 from crew_platform.toolbox.schemas import McpServerCreate, ToolCreate, ToolUpdate
 from crew_platform.workflows.schemas import WorkflowCreate, WorkflowUpdate
@@ -159,6 +159,7 @@ STORED_BY = {
     "workflows": (WorkflowCreate, WorkflowUpdate),
     "tasks": (TaskCreate, TaskUpdate),
     "executions": (ExecuteRequest,),
+    "task_runs": (InputRequest,),
     "tools": (ToolCreate, ToolUpdate),
     "mcp_servers": (McpServerCreate,),
 }

@@ -161,6 +161,7 @@ async def test_status_reports_progress_running_tasks_and_elapsed_time(
         "pending": 1,
         "skipped": 0,
         "cancelled": 0,
+        "waiting_for_input": 0,
         "percent": 33.33,
     }
     (running,) = status["running_tasks"]
@@ -197,6 +198,7 @@ async def test_status_of_a_failed_run_counts_failed_and_skipped(
         "pending": 0,
         "skipped": 2,
         "cancelled": 0,
+        "waiting_for_input": 0,
         "percent": 25.0,
     }
     assert "400" in status["error_message"]

@@ -37,7 +37,7 @@ READ_FIELDS = {
     "id", "workflow_id", "agent_id", "name", "description", "expected_output", "task_type",
     "priority", "order", "input_data", "config", "dependencies", "is_active", "status",
     "created_at", "updated_at", "created_by", "context", "output_schema", "guardrail",
-    "guardrail_max_retries",
+    "guardrail_max_retries", "human_input",
 }  # fmt: skip
 
 
@@ -66,6 +66,7 @@ async def test_create_with_required_fields_only_applies_the_defaults(
     assert (task["priority"], task["order"]) == (0, 0)
     assert task["dependencies"] == []
     assert task["is_active"] is True
+    assert task["human_input"] is False
     assert task["status"] == "pending"
     assert task["description"] is None
     assert task["expected_output"] is None
@@ -184,6 +185,9 @@ INVALID_FIELDS: list[tuple[str, Any]] = [
     ("is_active", "false"),
     ("is_active", 0),
     ("is_active", None),
+    ("human_input", "true"),
+    ("human_input", 1),
+    ("human_input", None),
 ]
 
 
@@ -513,8 +517,21 @@ async def test_update_rejects_explicit_null_on_each_required_field(
         assert_error(response, 422, "VALIDATION_ERROR", fields=[field])
 
     required = ["workflow_id", "name", "task_type", "priority", "order", "dependencies"]
-    await check_each([*required, "is_active"], check)
+    await check_each([*required, "is_active", "human_input"], check)
     assert (await client.get(f"/api/v1/tasks/{task['id']}")).json() == task
+
+
+async def test_human_input_is_stored_and_changed_by_update(
+    client: httpx.AsyncClient, workflow: Any
+) -> None:
+    task = await make_task(client, workflow["id"], human_input=True)
+    assert task["human_input"] is True
+    assert (await client.get(f"/api/v1/tasks/{task['id']}")).json()["human_input"] is True
+    response = await client.put(f"/api/v1/tasks/{task['id']}", json={"human_input": False})
+    assert response.status_code == 200, response.text
+    assert response.json()["human_input"] is False
+    unchanged = await client.put(f"/api/v1/tasks/{task['id']}", json={"name": "Renamed"})
+    assert unchanged.json()["human_input"] is False
 
 
 async def test_update_accepts_null_on_the_nullable_fields(

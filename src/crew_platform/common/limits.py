@@ -15,7 +15,9 @@ NAME_LENGTH = 200
 TASK_TYPE_LENGTH = 64
 WORKFLOW_TYPE_LENGTH = 32
 STATE_LENGTH = 16
-"""Statuses, execution modes and log levels."""
+"""Workflow statuses, execution modes and log levels."""
+STATUS_LENGTH = 32
+"""Statuses of executions and task runs (`waiting_for_input` is longer than STATE_LENGTH)."""
 EVENT_LENGTH = 64
 
 URL_LENGTH = 2_000

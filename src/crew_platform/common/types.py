@@ -123,6 +123,9 @@ RequiredText = Annotated[
     str, Field(min_length=1, max_length=REQUIRED_TEXT_LENGTH), AfterValidator(_strip_nonempty)
 ]
 LongText = Annotated[str, Field(max_length=LONG_TEXT_LENGTH)]
+RequiredLongText = Annotated[
+    str, Field(min_length=1, max_length=LONG_TEXT_LENGTH), AfterValidator(_strip_nonempty)
+]
 Label = Annotated[str, Field(max_length=NAME_LENGTH)]
 StrictInt = Annotated[int, Strict()]
 """A JSON integer: no booleans, no numeric strings, no floats."""

@@ -16,6 +16,7 @@ from crew_platform.engine.dispatch import Dispatcher
 from crew_platform.engine.journal import publish
 from crew_platform.engine.loading import profile_of
 from crew_platform.engine.plan import dag_plan, execution_key, find_cycle, linear_plan
+from crew_platform.engine.review import answer_draft
 from crew_platform.engine.rules import RULES, Intent, Kind, Rule, allows, refusal
 from crew_platform.engine.runner import ExecutionRunner
 from crew_platform.engine.scheduler import Control
@@ -44,6 +45,7 @@ __all__ = [
     "WorkflowStatus",
     "abort_runners",
     "allows",
+    "answer_draft",
     "cancel_executions",
     "dag_plan",
     "execution_key",

@@ -37,8 +37,9 @@ async def cancel_open_runs(
     error: str,
     message: str,
     reason: str | None = None,
+    statuses: Sequence[str] = (TS.RUNNING, TS.PENDING),
 ) -> int:
-    """Cancel the execution's unfinished task runs, journalling `task_cancelled` for each.
+    """Cancel the execution's task runs in `statuses`, journalling `task_cancelled` for each.
 
     `message` is a template with `{task_id}` and `{run_id}`. Returns how many were cancelled.
     """
@@ -47,7 +48,7 @@ async def cancel_open_runs(
         await writer.execute(
             select(TaskRun.id, TaskRun.task_id, TaskRun.agent_id).where(
                 TaskRun.execution_id == execution_id,
-                TaskRun.status.in_([TS.RUNNING, TS.PENDING]),
+                TaskRun.status.in_(list(statuses)),
             )
         )
     ).all()
@@ -73,7 +74,7 @@ async def cancel_open_runs(
 
 async def cancel_runs_by_request(journal: Journal, *, execution_id: int, workflow_id: int) -> int:
     """A user's cancel: the execution's open task runs (and tool calls) are cancelled, not
-    left dangling."""
+    left dangling; so is a draft that waited for input."""
     await cancel_running_calls(journal.session, execution_id)
     return await cancel_open_runs(
         journal,
@@ -81,6 +82,7 @@ async def cancel_runs_by_request(journal: Journal, *, execution_id: int, workflo
         workflow_id=workflow_id,
         error="Cancelled by request",
         message="Task {task_id} run {run_id} cancelled",
+        statuses=(TS.RUNNING, TS.PENDING, TS.WAITING_FOR_INPUT),
     )
 
 

@@ -166,7 +166,8 @@ class Dispatcher:
             await asyncio.wait_for(asyncio.shield(job), timeout=wait)
 
     async def recover(self) -> list[int]:
-        """On start-up: resume what was running, start what was accepted; paused stays paused."""
+        """On start-up: resume what was running, start what was accepted; paused stays paused
+        and so does what waits for input (only an answer resumes it)."""
         async with self._sessions() as session:
             rows = await session.execute(
                 select(Execution.id, Execution.status)

@@ -52,6 +52,9 @@ _LOGGED_DATA_KEYS = (
     "to",
     "remembered",
     "retries_left",
+    "draft",
+    "approved",
+    "feedback",
 )
 
 log = logging.getLogger(__name__)

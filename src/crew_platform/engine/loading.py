@@ -53,6 +53,8 @@ class TaskSpec:
     output_schema: dict[str, Any] | None = None
     guardrail: str | None = None
     guardrail_max_retries: int = 2
+    human_input: bool = False
+    """Its answer is a draft a person reviews (`engine/review.py`)."""
 
 
 Output = str | dict[str, Any]
@@ -190,6 +192,7 @@ _TASKS_WITH_AGENTS = (
         TASKS.c.output_schema,
         TASKS.c.guardrail,
         TASKS.c.guardrail_max_retries,
+        TASKS.c.human_input,
         *(AGENTS.c[c].label(f"agent_{c}") for c in _AGENT_COLUMNS),
     )
     .select_from(TASKS.outerjoin(AGENTS, AGENTS.c.id == TASKS.c.agent_id))
@@ -227,6 +230,7 @@ async def load_state(reader: Writer, head: ExecutionHead, *, with_runs: bool) ->
                 output_schema=row.output_schema,
                 guardrail=row.guardrail,
                 guardrail_max_retries=row.guardrail_max_retries,
+                human_input=bool(row.human_input),
             )
             for row in rows
         },

@@ -44,6 +44,9 @@ class Intent(StrEnum):
     RETRY = "retry"
     COMPLETE = "complete"
     FAIL = "fail"
+    AWAIT_INPUT = "await_input"
+    APPROVE = "approve"
+    REQUEST_CHANGES = "request_changes"
 
 
 def _finished() -> dict[str, Any]:
@@ -89,7 +92,7 @@ RULES: dict[tuple[Kind, Intent], Rule] = {
         _rule(
             E,
             Intent.CANCEL,
-            {ES.PENDING, ES.RUNNING, ES.PAUSED},
+            {ES.PENDING, ES.RUNNING, ES.PAUSED, ES.WAITING_FOR_INPUT},
             ES.CANCELLED,
             "anything unfinished may be cancelled",
             _finished,
@@ -104,12 +107,56 @@ RULES: dict[tuple[Kind, Intent], Rule] = {
         ),
         _rule(E, Intent.COMPLETE, {ES.RUNNING}, ES.COMPLETED, "every task answered", _finished),
         _rule(E, Intent.FAIL, {ES.RUNNING}, ES.FAILED, "a task failed", _finished),
+        _rule(
+            E,
+            Intent.AWAIT_INPUT,
+            {ES.RUNNING},
+            ES.WAITING_FOR_INPUT,
+            "a task's draft waits for a person; its runner ends",
+        ),
+        _rule(
+            E,
+            Intent.APPROVE,
+            {ES.WAITING_FOR_INPUT},
+            ES.PENDING,
+            "the draft is accepted; it waits for a runner again",
+        ),
+        _rule(
+            E,
+            Intent.REQUEST_CHANGES,
+            {ES.WAITING_FOR_INPUT},
+            ES.PENDING,
+            "the draft got feedback; it waits for a runner to revise it",
+        ),
         _rule(T, Intent.COMPLETE, {TS.RUNNING}, TS.COMPLETED, "its model call answered", _finished),
         _rule(T, Intent.FAIL, {TS.RUNNING}, TS.FAILED, "its model call failed", _finished),
         _rule(
             T,
+            Intent.AWAIT_INPUT,
+            {TS.RUNNING},
+            TS.WAITING_FOR_INPUT,
+            "its task needs review: the answer is a draft",
+        ),
+        _rule(
+            T,
+            Intent.APPROVE,
+            {TS.WAITING_FOR_INPUT},
+            TS.COMPLETED,
+            "its draft is the task's output",
+            _finished,
+        ),
+        _rule(
+            T,
+            Intent.REQUEST_CHANGES,
+            {TS.WAITING_FOR_INPUT},
+            TS.CHANGES_REQUESTED,
+            "its draft got feedback; the next attempt revises it",
+            _finished,
+        ),
+        _rule(
+            T,
             Intent.CANCEL,
-            {TS.PENDING, TS.RUNNING},
+            {TS.PENDING, TS.RUNNING, TS.WAITING_FOR_INPUT},
             TS.CANCELLED,
             "its execution was cancelled or its process stopped",
             _finished,

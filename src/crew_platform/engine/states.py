@@ -9,6 +9,8 @@ class ExecutionStatus(StrEnum):
     PENDING = "pending"
     RUNNING = "running"
     PAUSED = "paused"
+    WAITING_FOR_INPUT = "waiting_for_input"
+    """A task's draft answer waits for a person (`human_input` tasks); no runner holds it."""
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -17,6 +19,10 @@ class ExecutionStatus(StrEnum):
 class TaskRunStatus(StrEnum):
     PENDING = "pending"
     RUNNING = "running"
+    WAITING_FOR_INPUT = "waiting_for_input"
+    """Its answer is a draft a person approves or answers with feedback."""
+    CHANGES_REQUESTED = "changes_requested"
+    """Its draft got feedback: the task's next attempt revises it."""
     COMPLETED = "completed"
     FAILED = "failed"
     SKIPPED = "skipped"
@@ -31,7 +37,12 @@ class WorkflowStatus(StrEnum):
 
 
 UNFINISHED: frozenset[str] = frozenset(
-    {ExecutionStatus.PENDING, ExecutionStatus.RUNNING, ExecutionStatus.PAUSED}
+    {
+        ExecutionStatus.PENDING,
+        ExecutionStatus.RUNNING,
+        ExecutionStatus.PAUSED,
+        ExecutionStatus.WAITING_FOR_INPUT,
+    }
 )
 FINISHED: frozenset[str] = frozenset(
     {ExecutionStatus.COMPLETED, ExecutionStatus.FAILED, ExecutionStatus.CANCELLED}

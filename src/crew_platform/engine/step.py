@@ -20,6 +20,7 @@ from crew_platform.engine.answer import Answer, AnswerRules, Notify, answer_task
 from crew_platform.engine.journal import Journal, publish
 from crew_platform.engine.lane import StoreLane
 from crew_platform.engine.loading import RunState
+from crew_platform.engine.review import Review, Reviews
 from crew_platform.engine.rules import Intent, Kind, move
 from crew_platform.engine.scheduler import StepResult
 from crew_platform.engine.states import TaskRunStatus as TS
@@ -54,6 +55,8 @@ class OpenRun:
     """Tool calls an interrupted earlier attempt recorded (see `tool_calls.carry_over`)."""
     model: str | None = None
     """The model being called: the agent's, until a fallback replaces it."""
+    review: Review | None = None
+    """Set for a task whose answer a person reviews (`review.py`)."""
 
 
 def event_of(
@@ -96,11 +99,19 @@ class Step:
         self._lane = lane
         self._bus = bus
         self._loop = loop
+        self._reviews = Reviews(lane, bus)
 
     async def run(self, state: RunState, task_id: int) -> StepResult:
+        review = None
+        if (spec := state.tasks.get(task_id)) is not None and spec.human_input:
+            review = await self._reviews.load(state, task_id)
+            if review.waiting is not None:
+                await self._reviews.ask_again(state, task_id, review.waiting)
+                return StepResult(task_id, stopped=True)
         opened = await self._open(state, task_id)
         if isinstance(opened, StepResult):
             return opened
+        opened.review = review
         began = time.perf_counter()
         called = await self._call(state, opened)
         elapsed = time.perf_counter() - began
@@ -108,6 +119,8 @@ class Step:
             return await self._fail(state, opened, called, elapsed)
         if called.error is not None:
             return await self._fail(state, opened, called.error, elapsed, called.tokens_used)
+        if review is not None:
+            return await self._await_input(state, opened, called, elapsed)
         return await self._store(state, opened, called, elapsed)
 
     async def _open(self, state: RunState, task_id: int) -> OpenRun | StepResult:
@@ -240,7 +253,7 @@ class Step:
             return await answer_task(
                 self._loop,
                 agent,
-                messages(agent, prompt),
+                messages(agent, prompt) + (run.review.conversation() if run.review else []),
                 rules,
                 specs=await self._loop.tools_of(agent),
                 calls=calls,
@@ -330,6 +343,27 @@ class Step:
             return await self._run_closed(state, run)
         state.outputs[run.task_id] = output
         return StepResult(run.task_id)
+
+    async def _await_input(
+        self, state: RunState, run: OpenRun, answer: Answer, elapsed: float
+    ) -> StepResult:
+        """The answer is a draft: stored, and the schedule stops until a person answers."""
+        output = answer.text if answer.data is None else answer.data
+        parked = await self._reviews.park(
+            state,
+            run_id=run.id,
+            task_id=run.task_id,
+            agent_id=run.agent_id,
+            attempt=run.attempt,
+            draft=as_text(output),
+            data=answer.data,
+            model=answer.model or run.model,
+            tokens_used=answer.tokens_used,
+            elapsed=elapsed,
+        )
+        if not parked:
+            return await self._run_closed(state, run)
+        return StepResult(run.task_id, stopped=True)
 
     async def _fail(
         self, state: RunState, run: OpenRun, error: str, elapsed: float, tokens_used: int = 0

@@ -28,6 +28,8 @@ class EventType(StrEnum):
     OUTPUT_VALIDATION_FAILED = "output_validation_failed"
     GUARDRAIL_PASSED = "guardrail_passed"
     GUARDRAIL_FAILED = "guardrail_failed"
+    INPUT_REQUIRED = "input_required"
+    INPUT_RECEIVED = "input_received"
     AGENT_TEST_COMPLETED = "agent_test_completed"
 
 

@@ -25,6 +25,7 @@ from crew_platform.executions.schemas import (
     LogEntry,
     Progress,
     RunningTask,
+    WaitingTask,
     WorkflowCount,
 )
 from crew_platform.models import Execution, ExecutionLog, Task, TaskRun, ToolCall
@@ -123,7 +124,9 @@ async def execution_status(session: AsyncSession, *, execution_id: int) -> Execu
         )
     ).all()
     latest: dict[int, TaskRun] = {run.task_id: run for run in runs}
-    counts = Counter(latest[t].status if t in latest else TS.PENDING.value for t in planned)
+    statuses = [latest[t].status if t in latest else TS.PENDING.value for t in planned]
+    # A draft returned with feedback waits for a runner to revise it: pending again.
+    counts = Counter(TS.PENDING.value if s == TS.CHANGES_REQUESTED else s for s in statuses)
     names = dict(
         (await session.execute(select(Task.id, Task.name).where(Task.id.in_(planned))))
         .tuples()
@@ -140,6 +143,17 @@ async def execution_status(session: AsyncSession, *, execution_id: int) -> Execu
         for r in latest.values()
         if r.status == TS.RUNNING
     ]
+    waiting = [
+        WaitingTask(
+            task_id=r.task_id,
+            name=names.get(r.task_id),
+            run_id=r.id,
+            attempt=r.attempt,
+            draft=r.output,
+        )
+        for r in latest.values()
+        if r.status == TS.WAITING_FOR_INPUT
+    ]
     total = len(planned)
     finished_at = execution.completed_at or utcnow()
     elapsed = (finished_at - execution.started_at).total_seconds() if execution.started_at else None
@@ -155,9 +169,11 @@ async def execution_status(session: AsyncSession, *, execution_id: int) -> Execu
             pending=counts[TS.PENDING.value],
             skipped=counts[TS.SKIPPED.value],
             cancelled=counts[TS.CANCELLED.value],
+            waiting_for_input=counts[TS.WAITING_FOR_INPUT.value],
             percent=round(100.0 * counts[TS.COMPLETED.value] / total, 2) if total else 0.0,
         ),
         running_tasks=running,
+        waiting_tasks=waiting,
         elapsed_seconds=round(elapsed, 6) if elapsed is not None else None,
         started_at=execution.started_at,
         completed_at=execution.completed_at,

@@ -10,11 +10,13 @@ from crew_platform.common.limits import STATE_LENGTH
 from crew_platform.common.types import SafeText
 from crew_platform.engine import ExecutionStatus
 from crew_platform.executions import control, repository
+from crew_platform.executions import input as human_input
 from crew_platform.executions.schemas import (
     ControlResult,
     ExecutionRead,
     ExecutionStats,
     ExecutionStatusRead,
+    InputRequest,
     LogEntry,
 )
 
@@ -73,6 +75,27 @@ async def cancel_execution(
     execution_id: ExecutionId, session: SessionDep, bus: BusDep, dispatcher: DispatcherDep
 ) -> ControlResult:
     return await control.cancel_execution(session, bus, dispatcher, execution_id=execution_id)
+
+
+@router.post(
+    "/{execution_id}/input",
+    response_model=ExecutionRead,
+    status_code=202,
+    summary="Answer the draft an execution waits on",
+)
+async def give_input(
+    execution_id: ExecutionId,
+    data: InputRequest,
+    session: SessionDep,
+    bus: BusDep,
+    dispatcher: DispatcherDep,
+) -> ExecutionRead:
+    """Approve the waiting draft (`{"approve": true}`) or return it with feedback
+    (`{"feedback": "..."}`); the run goes on in the background. 409 unless the execution is
+    `waiting_for_input`."""
+    return await human_input.give_input(
+        session, bus, dispatcher, execution_id=execution_id, data=data
+    )
 
 
 @router.get(

@@ -3,9 +3,11 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from crew_platform.common.schemas import RequestModel
+from crew_platform.common.types import Flag, RequiredLongText, ResourceRef
+from crew_platform.engine import ExecutionStatus
 
 
 class ExecuteRequest(RequestModel):
@@ -18,12 +20,46 @@ class ExecuteRequest(RequestModel):
     )
 
 
+class InputRequest(RequestModel):
+    """A person's answer to the draft an execution waits on: approve it, or give feedback."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"approve": True}, {"feedback": "Shorter, please"}]}
+    )
+
+    approve: Flag = Field(default=False, description="`true` accepts the draft as the output.")
+    feedback: RequiredLongText | None = Field(
+        default=None,
+        validate_default=True,
+        description="Instead of approving: what the agent should change; it revises and asks "
+        "again.",
+    )
+    task_id: ResourceRef | None = Field(
+        default=None,
+        description="The waiting task answered; needed only when several tasks wait at once.",
+    )
+
+    @field_validator("feedback")
+    @classmethod
+    def _approve_or_feedback(cls, feedback: str | None, info: ValidationInfo) -> str | None:
+        if "approve" not in info.data:  # approve itself was invalid, and said so
+            return feedback
+        if info.data["approve"] and feedback is not None:
+            raise ValueError("send either approve: true or feedback, not both")
+        if not info.data["approve"] and feedback is None:
+            raise ValueError(
+                'required unless approve is true: send {"approve": true} to accept the draft '
+                'or {"feedback": "..."} to have it revised'
+            )
+        return feedback
+
+
 class ExecutionRead(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: int
     workflow_id: int
-    status: str
+    status: ExecutionStatus
     started_at: datetime | None
     completed_at: datetime | None
     input_data: dict[str, Any] | None
@@ -73,15 +109,27 @@ class Progress(BaseModel):
     pending: int
     skipped: int
     cancelled: int
+    waiting_for_input: int = Field(description="Tasks whose draft waits for a person")
     percent: float
+
+
+class WaitingTask(BaseModel):
+    task_id: int
+    name: str | None
+    run_id: int
+    attempt: int
+    draft: str | None = Field(description="The answer waiting for approval or feedback")
 
 
 class ExecutionStatusRead(BaseModel):
     execution_id: int
     workflow_id: int
-    status: str
+    status: ExecutionStatus
     progress: Progress
     running_tasks: list[RunningTask]
+    waiting_tasks: list[WaitingTask] = Field(
+        description="Tasks whose draft waits for input (`POST /executions/{id}/input`)"
+    )
     elapsed_seconds: float | None
     started_at: datetime | None
     completed_at: datetime | None

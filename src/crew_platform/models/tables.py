@@ -13,6 +13,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -21,6 +22,7 @@ from crew_platform.common.limits import (
     EVENT_LENGTH,
     NAME_LENGTH,
     STATE_LENGTH,
+    STATUS_LENGTH,
     TASK_TYPE_LENGTH,
     URL_LENGTH,
     WORKFLOW_TYPE_LENGTH,
@@ -83,6 +85,8 @@ class Task(TimestampMixin, Base):
     config: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     dependencies: Mapped[list[int]] = mapped_column(JSONType, default=list)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    human_input: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    """Its agent's answer is a draft a person approves or returns with feedback."""
     created_by: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
     context: Mapped[list[int] | None] = mapped_column(JSONType)
     """Tasks whose outputs the prompt shows; None: the workflow type's default."""
@@ -99,7 +103,7 @@ class Execution(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     workflow_id: Mapped[int] = mapped_column(ForeignKey("workflows.id", ondelete="CASCADE"))
-    status: Mapped[str] = mapped_column(String(STATE_LENGTH), index=True)
+    status: Mapped[str] = mapped_column(String(STATUS_LENGTH), index=True)
     mode: Mapped[str] = mapped_column(String(STATE_LENGTH), default="workflow")
     input_data: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     config: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
@@ -125,7 +129,7 @@ class TaskRun(Base):
     )
     task_id: Mapped[int] = mapped_column(ForeignKey("tasks.id", ondelete="CASCADE"), index=True)
     agent_id: Mapped[int | None] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(STATE_LENGTH))
+    status: Mapped[str] = mapped_column(String(STATUS_LENGTH))
     attempt: Mapped[int] = mapped_column(Integer, default=1)
     model: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
     """The model that answered (a fallback when the agent's was not served)."""
@@ -135,6 +139,8 @@ class TaskRun(Base):
     """The parsed answer of a task with an `output_schema` (`output` holds its JSON text),
     in plain JSON: its keys keep the order the model wrote them in."""
     error: Mapped[str | None] = mapped_column(Text)
+    feedback: Mapped[str | None] = mapped_column(Text)
+    """What the reviewer answered to this run's draft (status `changes_requested`)."""
     tokens_used: Mapped[int] = mapped_column(Integer, default=0)
     execution_time: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

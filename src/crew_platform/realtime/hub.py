@@ -30,6 +30,8 @@ AGENT_EVENTS = frozenset(
         EventType.TASK_SKIPPED,
         EventType.TASK_CANCELLED,
         EventType.TASK_OUTPUT_CHUNK,
+        EventType.INPUT_REQUIRED,
+        EventType.INPUT_RECEIVED,
         EventType.AGENT_TEST_COMPLETED,
         EventType.MODEL_FALLBACK,
     }

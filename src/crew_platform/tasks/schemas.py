@@ -74,6 +74,7 @@ NOT_NULLABLE = (
     "dependencies",
     "is_active",
     "guardrail_max_retries",
+    "human_input",
 )
 TaskStatus = TaskRunStatus
 """A task's status is that of its latest run, `pending` before any."""
@@ -99,6 +100,7 @@ class TaskRead(BaseModel):
     output_schema: dict[str, Any] | None
     guardrail: str | None
     guardrail_max_retries: int
+    human_input: bool
     status: TaskStatus = Field(description="State of the task's latest run; `pending` before any.")
     created_at: datetime
     updated_at: datetime
@@ -126,6 +128,11 @@ class TaskCreate(RequestModel):
     output_schema: OutputSchema | None = None
     guardrail: Guardrail | None = None
     guardrail_max_retries: GuardrailRetries = 2
+    human_input: Flag = Field(
+        default=False,
+        description="A person reviews the agent's answer before the run goes on: it waits "
+        "`waiting_for_input` until approved or returned with feedback (CrewAI's human_input).",
+    )
 
 
 class TaskUpdate(RequestModel):
@@ -149,6 +156,7 @@ class TaskUpdate(RequestModel):
     output_schema: OutputSchema | None = None
     guardrail: Guardrail | None = None
     guardrail_max_retries: GuardrailRetries | None = None
+    human_input: Flag | None = None
 
     model_config = ConfigDict(json_schema_extra=not_null_in_schema(*NOT_NULLABLE))
     _not_null = reject_explicit_null(*NOT_NULLABLE)
@@ -183,9 +191,13 @@ class TaskRunRead(BaseModel):
     )
     input: dict[str, Any] | None
     output: str | dict[str, Any] | None = Field(
-        description="The answer: text, or the parsed object of a task with an `output_schema`"
+        description="The answer: text, or the parsed object of a task with an `output_schema`; "
+        "a draft while `waiting_for_input`"
     )
     error: str | None
+    feedback: str | None = Field(
+        description="What a person answered to this run's draft (`changes_requested`)"
+    )
     tokens_used: int
     execution_time: float | None
     created_at: datetime

@@ -1,7 +1,7 @@
 """task_runs.model: the model that answered (model fallbacks)
 
 Revision ID: 0006
-Revises: 0003_task_options
+Revises: 0004
 Create Date: 2026-12-02 10:00:00.000000
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0006"
-down_revision: str | None = "0003_task_options"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
