@@ -20,7 +20,8 @@ Reply fields: content, latency, status, headers, body,
               fault ("drop" | "malformed" | "hang" | "error": half way, a chunk carrying
               `{"error": {"message": error}}`, as providers report a failure mid-stream), error,
               match (substring of the last user message), prefix (the last user message
-              starts with it), model (only for this model),
+              starts with it), role (the system prompt starts with "You are <role>.", as an
+              agent of that role is prompted), model (only for this model),
               chunk_delay (seconds between chunks), usage (false to omit the usage report, or
               {"prompt_tokens": n, "completion_tokens": m} to report those numbers),
               gate (hold the request until the gate is opened), quorum (with gate: the gate
@@ -28,7 +29,10 @@ Reply fields: content, latency, status, headers, body,
               tool_calls ([{"name", "arguments" (object or raw text), "id"?}, ...]: the answer
               asks for these calls, streamed in deltas as providers do, finish_reason
               "tool_calls"), quote_tools (true: the answer ends with the `tool` messages the
-              request carried, "Tool results: <call id>=<content>; ...").
+              request carried, "Tool results: <call id>=<content>; ..."),
+              delegate ([{"coworker", "task" | "question", "context"?, "id"?}, ...]: a manager's
+              answer, calls of `delegate_work` (with `task`) or `ask_question` (with
+              `question`), added to any `tool_calls`).
 A request held by a gate or a hang notices when its client goes away: it is then marked
 `"_disconnected": true` in /_requests and `disconnects` counts it.
 """
@@ -91,18 +95,19 @@ class StubState:
     def reset_peak(self) -> None:
         self.max_active = self.active
 
-    def take_reply(self, model: str, prompt: str) -> dict[str, Any]:
-        """The first queued reply for this call; one that names this prompt wins over one that
-        names none."""
+    def take_reply(self, model: str, prompt: str, system: str = "") -> dict[str, Any]:
+        """The first queued reply for this call; one that names this prompt (or the agent's
+        role) wins over one that names none."""
 
         def targeted(reply: dict[str, Any]) -> bool:
-            return "match" in reply or "prefix" in reply
+            return "match" in reply or "prefix" in reply or "role" in reply
 
         def fits(reply: dict[str, Any]) -> bool:
             return (
                 reply.get("model") in (None, model)
                 and ("match" not in reply or reply["match"] in prompt)
                 and ("prefix" not in reply or prompt.startswith(reply["prefix"]))
+                and ("role" not in reply or system.startswith(f"You are {reply['role']}."))
             )
 
         for i, reply in enumerate(self.script):
@@ -121,6 +126,12 @@ def default_answer(model: str, prompt: str) -> str:
 
 def _words(text: str) -> int:
     return max(1, len(text.split()))
+
+
+def _system_prompt(messages: list[dict[str, Any]]) -> str:
+    first = messages[0] if messages else {}
+    content = first.get("content") if first.get("role") == "system" else ""
+    return content if isinstance(content, str) else ""
 
 
 def _last_user_message(messages: list[dict[str, Any]]) -> str:
@@ -186,7 +197,7 @@ def create_stub_app(state: StubState | None = None) -> Starlette:
         }
         if state.record_requests:
             state.requests.append(record)
-        reply = state.take_reply(model, prompt)
+        reply = state.take_reply(model, prompt, _system_prompt(messages))
         if "gate" in reply:
             gate = str(reply["gate"])
             state.waiting[gate] = state.waiting.get(gate, 0) + 1
@@ -392,10 +403,25 @@ async def _stream(
     yield b"data: [DONE]\n\n"
 
 
+def _delegations(reply: dict[str, Any]) -> list[dict[str, Any]]:
+    """A manager's scripted `delegate` entries as tool calls of the delegation tools."""
+    calls = []
+    for entry in reply.get("delegate") or ():
+        asks = "question" in entry
+        arguments = {
+            "coworker": entry["coworker"],
+            "question" if asks else "task": entry["question" if asks else "task"],
+            "context": entry.get("context", ""),
+        }
+        name = "ask_question" if asks else "delegate_work"
+        calls.append({"name": name, "arguments": arguments, "id": entry.get("id")})
+    return calls
+
+
 def _scripted_calls(reply: dict[str, Any]) -> list[dict[str, str]]:
     """The reply's tool calls with ids and arguments as JSON text."""
     calls = []
-    for i, call in enumerate(reply.get("tool_calls") or ()):
+    for i, call in enumerate([*(reply.get("tool_calls") or ()), *_delegations(reply)]):
         arguments = call.get("arguments", {})
         calls.append(
             {

@@ -12,9 +12,11 @@ from crew_platform.engine.control import (
     retry_execution,
     unfinished_executions,
 )
+from crew_platform.engine.delegation import DEFAULT_MAX_DELEGATIONS, MAX_DELEGATIONS_CEILING
 from crew_platform.engine.dispatch import Dispatcher
 from crew_platform.engine.journal import publish
 from crew_platform.engine.loading import profile_of
+from crew_platform.engine.manager import HIERARCHICAL, crew_agents, manager_agent_id
 from crew_platform.engine.plan import dag_plan, execution_key, find_cycle, linear_plan
 from crew_platform.engine.rules import RULES, Intent, Kind, Rule, allows, refusal
 from crew_platform.engine.runner import ExecutionRunner
@@ -29,7 +31,10 @@ from crew_platform.engine.states import (
 from crew_platform.engine.tool_loop import ToolLoop
 
 __all__ = [
+    "DEFAULT_MAX_DELEGATIONS",
     "FINISHED",
+    "HIERARCHICAL",
+    "MAX_DELEGATIONS_CEILING",
     "RULES",
     "UNFINISHED",
     "Control",
@@ -45,10 +50,12 @@ __all__ = [
     "abort_runners",
     "allows",
     "cancel_executions",
+    "crew_agents",
     "dag_plan",
     "execution_key",
     "find_cycle",
     "linear_plan",
+    "manager_agent_id",
     "pause_workflow",
     "profile_of",
     "publish",

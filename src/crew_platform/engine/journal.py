@@ -44,6 +44,11 @@ _LOGGED_DATA_KEYS = (
     "call_id",
     "arguments",
     "result",
+    "manager",
+    "manager_agent_id",
+    "coworker",
+    "task",
+    "delegation_call_id",
 )
 
 log = logging.getLogger(__name__)

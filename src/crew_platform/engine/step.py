@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
+from crew_platform.engine.delegation import Delegations
 from crew_platform.engine.journal import Journal, publish
 from crew_platform.engine.lane import StoreLane
 from crew_platform.engine.loading import RunState
@@ -62,8 +63,8 @@ def event_of(
     seq: int | None = None,
     data: dict[str, Any] | None = None,
 ) -> Event:
-    if agent_id is None and task_id is not None and (spec := state.tasks.get(task_id)):
-        agent_id = spec.agent.agent_id if spec.agent else None
+    if agent_id is None and task_id is not None and (agent := state.agent_of(task_id)):
+        agent_id = agent.agent_id
     return Event(
         type=kind,
         workflow_id=state.workflow_id,
@@ -107,7 +108,8 @@ class Step:
     async def _open(self, state: RunState, task_id: int) -> OpenRun | StepResult:
         spec = state.tasks.get(task_id)
         attempt = state.attempts.get(task_id, 0) + 1
-        agent_id = spec.agent.agent_id if spec and spec.agent else None
+        agent = state.agent_of(task_id)
+        agent_id = agent.agent_id if agent else None
         async with self._lane.connect() as conn:
             journal = Journal(conn, self._bus)
             started = await journal.record_if_running(
@@ -160,9 +162,9 @@ class Step:
         """The model calls (and tool calls) of an open run, with no connection held between
         its commits; a failure is returned as its error text."""
         spec = state.tasks[run.task_id]
-        agent = spec.agent
+        agent = state.agent_of(run.task_id)
         if agent is None:
-            return "TASK_NOT_RUNNABLE: the task has no agent"
+            return (state.crew and state.crew.problem) or "TASK_NOT_RUNNABLE: the task has no agent"
         context = [
             ContextItem(f"Output of task {tid} ({state.tasks[tid].name})", output)
             for tid in run.context_ids
@@ -212,19 +214,47 @@ class Step:
                 data=data,
             ),
         )
+        delegations = self._delegations(state, run) if state.crew is not None else None
         try:
-            return await self._loop.run(
+            completion = await self._loop.run(
                 agent,
                 messages(agent, prompt),
-                specs=await self._loop.tools_of(agent),
+                specs=delegations.specs if delegations else await self._loop.tools_of(agent),
                 calls=calls,
                 replay=run.replay,
                 on_chunk=publish_chunk,
+                local=delegations.handlers if delegations else None,
             )
         except PlatformError as exc:
             return f"{exc.code}: {exc.message}"
         except ToolError as exc:
             return f"TOOL_ERROR: {exc}"
+        if delegations is not None:
+            completion.prompt_tokens += delegations.usage.prompt_tokens
+            completion.completion_tokens += delegations.usage.completion_tokens
+        return completion
+
+    def _delegations(self, state: RunState, run: OpenRun) -> Delegations:
+        """The manager's delegation tools for this run of a hierarchical workflow's task."""
+        assert state.crew is not None
+        return Delegations(
+            self._loop,
+            self._lane,
+            self._bus,
+            state.crew,
+            task_id=run.task_id,
+            chunk_seq=run.started_seq,
+            event=lambda kind, agent_id, data, seq=None: event_of(
+                state,
+                kind,
+                task_id=run.task_id,
+                agent_id=agent_id,
+                status=TS.RUNNING,
+                seq=seq,
+                data=data,
+            ),
+            replay=run.replay,
+        )
 
     async def _store(
         self, state: RunState, run: OpenRun, completion: Completion, elapsed: float
