@@ -516,3 +516,57 @@ async def test_a_manager_agent_deleted_after_the_run_was_accepted_fails_it_clear
     )
     assert stub.requests == []
     assert await runs_of(client, tasks["Late"]["id"]) == []
+
+
+async def test_bad_delegation_arguments_are_tool_errors(
+    client: httpx.AsyncClient, stub: StubServer
+) -> None:
+    def delegate(call_id: str, arguments: Any) -> dict[str, Any]:
+        return {"name": "delegate_work", "id": call_id, "arguments": arguments}
+
+    stub.script(
+        for_task(
+            "Odd",
+            tool_calls=[
+                delegate("a1", {"task": "No coworker"}),
+                delegate("a2", {"coworker": "Fixer", "task": "  "}),
+                delegate("a3", {"coworker": 7, "task": "x"}),
+                delegate("a4", "not json"),
+                {"name": "ask_question", "id": "a5", "arguments": {"coworker": "Fixer"}},
+                delegate("a6", {"coworker": "'FIXER' ", "task": "Fix", "context": {"k": [1]}}),
+            ],
+        ),
+        for_task("Odd", content="Odd done.", quote_tools=True),
+        {"role": "Fixer", "content": "fixed"},
+    )
+    _, workflow, tasks = await build_crew(client, {"Odd": "Fixer"}, config={"max_delegations": 1})
+    done = await run(client, workflow["id"])
+    assert done["status"] == "completed", done
+    (run_row,) = await runs_of(client, tasks["Odd"]["id"])
+    assert [(c["call_id"], c["result"]) for c in run_row["tool_calls"]] == [
+        ("a1", "Error: `coworker` must be a coworker's role; the coworkers are: 'Fixer'"),
+        ("a2", "Error: `task` must be a non-empty string"),
+        ("a3", "Error: `coworker` must be a coworker's role; the coworkers are: 'Fixer'"),
+        ("a4", "Error: the arguments of 'delegate_work' are not valid JSON: 'not json'"),
+        ("a5", "Error: `question` must be a non-empty string"),
+        ("a6", "fixed"),  # refused calls used no delegation; a role in quotes and case matches
+    ]
+    (fixer,) = of_role(stub, "Fixer")
+    assert '{"k": [1]}' in user_prompt(fixer)  # a context that is not text is sent as JSON
+
+
+async def test_max_delegations_zero_turns_delegation_off(
+    client: httpx.AsyncClient, stub: StubServer
+) -> None:
+    stub.script(
+        for_task("Own", delegate=[{"coworker": "Idle", "task": "Help", "id": "z1"}]),
+        for_task("Own", content="Mine.", quote_tools=True),
+    )
+    _, workflow, _ = await build_crew(client, {"Own": "Idle"}, config={"max_delegations": 0})
+    done = await run(client, workflow["id"])
+    assert done["output_data"]["result"] == (
+        "Mine. Tool results: z1=Error: delegating is off in this workflow "
+        "(config.max_delegations): do not delegate or ask any more, give your final answer "
+        "yourself from what you have"
+    )
+    assert of_role(stub, "Idle") == []

@@ -25,7 +25,6 @@ from crew_platform.engine.tool_loop import CallRecord, LocalTool, ToolLoop
 from crew_platform.errors import PlatformError
 from crew_platform.events.bus import EventBus
 from crew_platform.events.types import Event, EventType
-from crew_platform.llm.gateway import Completion
 from crew_platform.llm.prompts import AgentProfile, ContextItem, messages, task_prompt
 from crew_platform.tools.base import ToolError, ToolSource, ToolSpec
 
@@ -150,7 +149,8 @@ class Delegations:
         self._event = event
         self._admitted: dict[tuple[int, int], bool] = {}
         self._used = 0
-        self.usage = Completion(text="", attempts=0)
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
         """The coworkers' token counts (the task's tokens include its delegations)."""
         for call in replay:
             if call.tool in _REQUEST_FIELD:
@@ -181,10 +181,12 @@ class Delegations:
         if coworker is None:
             raise ToolError(f"unknown coworker {role!r}; {self._valid_roles()}")
         if not self._admit(call):
+            limit = self._crew.max_delegations
+            done = f"you have already delegated {limit} times for this task, the most allowed"
             raise ToolError(
-                f"you have already delegated {self._crew.max_delegations} times for this task, "
-                "the most allowed (config.max_delegations): do not delegate or ask any more, "
-                "give your final answer yourself from what you have"
+                (done if limit else "delegating is off in this workflow")
+                + " (config.max_delegations): do not delegate or ask any more, give your final "
+                "answer yourself from what you have"
             )
         context = arguments.get("context")
         if context is not None and not isinstance(context, str):
@@ -248,8 +250,8 @@ class Delegations:
             failure = f"{coworker.role} could not answer: {error}"
             await self._finished(call, coworker, about | {"error": cut(failure)}, failure)
             raise ToolError(failure) from None
-        self.usage.prompt_tokens += completion.prompt_tokens
-        self.usage.completion_tokens += completion.completion_tokens
+        self.prompt_tokens += completion.prompt_tokens
+        self.completion_tokens += completion.completion_tokens
         await self._finished(call, coworker, about | {"result": cut(completion.text)}, None)
         return completion.text
 

@@ -230,8 +230,8 @@ class Step:
         except ToolError as exc:
             return f"TOOL_ERROR: {exc}"
         if delegations is not None:
-            completion.prompt_tokens += delegations.usage.prompt_tokens
-            completion.completion_tokens += delegations.usage.completion_tokens
+            completion.prompt_tokens += delegations.prompt_tokens
+            completion.completion_tokens += delegations.completion_tokens
         return completion
 
     def _delegations(self, state: RunState, run: OpenRun) -> Delegations:
