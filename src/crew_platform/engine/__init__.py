@@ -12,7 +12,7 @@ from crew_platform.engine.control import (
     retry_execution,
     unfinished_executions,
 )
-from crew_platform.engine.delegation import DEFAULT_MAX_DELEGATIONS, MAX_DELEGATIONS_CEILING
+from crew_platform.engine.delegation import MAX_DELEGATIONS_CEILING, role_key
 from crew_platform.engine.dispatch import Dispatcher
 from crew_platform.engine.journal import publish
 from crew_platform.engine.loading import profile_of
@@ -31,7 +31,6 @@ from crew_platform.engine.states import (
 from crew_platform.engine.tool_loop import ToolLoop
 
 __all__ = [
-    "DEFAULT_MAX_DELEGATIONS",
     "FINISHED",
     "HIERARCHICAL",
     "MAX_DELEGATIONS_CEILING",
@@ -62,5 +61,6 @@ __all__ = [
     "refusal",
     "resume_workflow",
     "retry_execution",
+    "role_key",
     "unfinished_executions",
 ]

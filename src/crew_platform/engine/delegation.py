@@ -59,15 +59,16 @@ class Crew:
 
     def coworker(self, role: str) -> AgentProfile | None:
         """The coworker of that role (case and surrounding blanks and quotes ignored)."""
-        wanted = _role_key(role)
-        return next((c for c in self.coworkers if _role_key(c.role) == wanted), None)
+        wanted = role_key(role)
+        return next((c for c in self.coworkers if role_key(c.role) == wanted), None)
 
     @property
     def roles(self) -> list[str]:
         return [c.role for c in self.coworkers]
 
 
-def _role_key(role: str) -> str:
+def role_key(role: str) -> str:
+    """What identifies a coworker's role: case and surrounding blanks and quotes ignored."""
     return role.strip().strip("\"'").strip().casefold()
 
 

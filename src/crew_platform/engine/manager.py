@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 
 from crew_platform.engine.delegation import DEFAULT_MAX_DELEGATIONS, MAX_DELEGATIONS_CEILING, Crew
 from crew_platform.engine.loading import AGENTS, TASKS, profile_of
@@ -71,7 +71,7 @@ def manager_model(config: Mapping[str, Any] | None, default_model: str) -> str:
     return value if isinstance(value, str) and value.strip() else default_model
 
 
-def crew_agents(workflow_id: int) -> Any:
+def crew_agents(workflow_id: int) -> Select[Any]:
     """The active agents of the workflow's active tasks, by id (a SELECT of agent rows)."""
     assigned = select(TASKS.c.agent_id).where(
         TASKS.c.workflow_id == workflow_id, TASKS.c.is_active.is_(True)

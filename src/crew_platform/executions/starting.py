@@ -19,6 +19,7 @@ from crew_platform.engine import (
     find_cycle,
     linear_plan,
     manager_agent_id,
+    role_key,
 )
 from crew_platform.engine import ExecutionStatus as ES
 from crew_platform.errors import Conflict, DependencyCycle, MissingInput, ValidationFailed
@@ -121,7 +122,7 @@ async def _crew_of(session: AsyncSession, workflow: Workflow) -> list[Any] | Non
     crew = [a for a in (await session.execute(crew_agents(workflow.id))).all() if a.id != manager]
     by_role: dict[str, list[int]] = defaultdict(list)
     for agent in crew:
-        by_role[agent.role.strip().casefold()].append(agent.id)
+        by_role[role_key(agent.role)].append(agent.id)
     shared = {role: ids for role, ids in by_role.items() if len(ids) > 1}
     if shared:
         raise ValidationFailed(
