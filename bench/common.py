@@ -371,10 +371,15 @@ async def db_session(database_url: str) -> AsyncIterator[Any]:
 
 
 async def create_workflow(
-    client: httpx.AsyncClient, n: int, tag: str, tools: Sequence[str] = ()
+    client: httpx.AsyncClient,
+    n: int,
+    tag: str,
+    tools: Sequence[str] = (),
+    workflow_type: str = "linear",
+    config: dict[str, Any] | None = None,
 ) -> tuple[int, list[int]]:
-    """N agents (naming `tools`), one linear workflow of N tasks (task i by agent i); returns
-    ids."""
+    """N agents (naming `tools`), one workflow of N tasks (task i by agent i, linear unless
+    `workflow_type` says otherwise); returns ids."""
     agent_ids: list[int] = []
     for i in range(n):
         a = workload.agent(i)
@@ -397,7 +402,8 @@ async def create_workflow(
         json={
             "name": f"bench-{tag}",
             "description": "benchmark chain",
-            "workflow_type": "linear",
+            "workflow_type": workflow_type,
+            "config": config,
         },
     )
     response.raise_for_status()

@@ -95,6 +95,28 @@ def expected_results(i: int) -> tuple[str, str]:
     return str((17 + i) * 3), str(2 ** (i + 3))
 
 
+HIERARCHY_TASKS = 3
+HIERARCHY_MODEL_CALLS_PER_TASK = 3  # the manager delegating, the coworker, the manager's answer
+
+
+def manager_cue(i: int) -> str:
+    """What only the manager's prompt for hierarchy task i contains (the stub matches it)."""
+    return f"Step {i}: write one paragraph"
+
+
+def delegated_task(i: int) -> str:
+    """The work the manager hands to agent i for task i."""
+    return f"Part {i}: draft the paragraph of step {i} of the report on the printing press."
+
+
+def delegated_context(i: int) -> str:
+    return f"It is step {i} of {HIERARCHY_TASKS}; keep it to one short paragraph."
+
+
+def coworker_answer(i: int) -> str:
+    return f"Paragraph {i} of the report, drafted by analyst {i}."
+
+
 _OPERATORS: dict[type, Any] = {
     ast.Add: operator.add,
     ast.Sub: operator.sub,

@@ -22,7 +22,8 @@ Reply fields: content, latency, status, headers, body,
               fault ("drop" | "malformed" | "hang" | "error": half way, a chunk carrying
               `{"error": {"message": error}}`, as providers report a failure mid-stream), error,
               match (substring of the last user message), prefix (the last user message
-              starts with it), model (only for this model),
+              starts with it), role (the system prompt starts with "You are <role>.", as an
+              agent of that role is prompted), model (only for this model),
               chunk_delay (seconds between chunks), usage (false to omit the usage report, or
               {"prompt_tokens": n, "completion_tokens": m} to report those numbers),
               gate (hold the request until the gate is opened), quorum (with gate: the gate
@@ -31,6 +32,9 @@ Reply fields: content, latency, status, headers, body,
               asks for these calls, streamed in deltas as providers do, finish_reason
               "tool_calls"), quote_tools (true: the answer ends with the `tool` messages the
               request carried, "Tool results: <call id>=<content>; ..."),
+              delegate ([{"coworker", "task" | "question", "context"?, "id"?}, ...]: a manager's
+              answer, calls of `delegate_work` (with `task`) or `ask_question` (with
+              `question`), added to any `tool_calls`),
               json (any JSON value: the answer is its JSON text), format (only for requests
               whose `response_format` is a `json_schema` of this name, e.g. the guardrail
               judge's "guardrail_verdict").
@@ -100,14 +104,16 @@ class StubState:
     def reset_peak(self) -> None:
         self.max_active = self.active
 
-    def take_reply(self, model: str, prompt: str, schema_name: str | None = None) -> dict[str, Any]:
+    def take_reply(
+        self, model: str, prompt: str, schema_name: str | None = None, system: str = ""
+    ) -> dict[str, Any]:
         """The first queued reply for this call; one that names this prompt (or this
-        structured-output schema) wins over one that names none. A model not in `models` only
-        takes replies naming it (`model`): the others wait for the call that falls back to a
-        served model."""
+        structured-output schema, or the agent's role) wins over one that names none. A model
+        not in `models` only takes replies naming it (`model`): the others wait for the call
+        that falls back to a served model."""
 
         def targeted(reply: dict[str, Any]) -> bool:
-            return "match" in reply or "prefix" in reply or "format" in reply
+            return "match" in reply or "prefix" in reply or "format" in reply or "role" in reply
 
         served = model in self.models
 
@@ -117,6 +123,7 @@ class StubState:
                 and ("match" not in reply or reply["match"] in prompt)
                 and ("prefix" not in reply or prompt.startswith(reply["prefix"]))
                 and ("format" not in reply or reply["format"] == schema_name)
+                and ("role" not in reply or system.startswith(f"You are {reply['role']}."))
             )
 
         for i, reply in enumerate(self.script):
@@ -174,6 +181,12 @@ def default_answer(model: str, prompt: str) -> str:
 
 def _words(text: str) -> int:
     return max(1, len(text.split()))
+
+
+def _system_prompt(messages: list[dict[str, Any]]) -> str:
+    first = messages[0] if messages else {}
+    content = first.get("content") if first.get("role") == "system" else ""
+    return content if isinstance(content, str) else ""
 
 
 def _last_user_message(messages: list[dict[str, Any]]) -> str:
@@ -240,7 +253,7 @@ def create_stub_app(state: StubState | None = None) -> Starlette:
         if state.record_requests:
             state.requests.append(record)
         schema_name, schema = _schema_of(payload)
-        reply = state.take_reply(model, prompt, schema_name)
+        reply = state.take_reply(model, prompt, schema_name, _system_prompt(messages))
         if "gate" in reply:
             gate = str(reply["gate"])
             state.waiting[gate] = state.waiting.get(gate, 0) + 1
@@ -450,10 +463,25 @@ async def _stream(
     yield b"data: [DONE]\n\n"
 
 
+def _delegations(reply: dict[str, Any]) -> list[dict[str, Any]]:
+    """A manager's scripted `delegate` entries as tool calls of the delegation tools."""
+    calls = []
+    for entry in reply.get("delegate") or ():
+        asks = "question" in entry
+        arguments = {
+            "coworker": entry["coworker"],
+            "question" if asks else "task": entry["question" if asks else "task"],
+            "context": entry.get("context", ""),
+        }
+        name = "ask_question" if asks else "delegate_work"
+        calls.append({"name": name, "arguments": arguments, "id": entry.get("id")})
+    return calls
+
+
 def _scripted_calls(reply: dict[str, Any]) -> list[dict[str, str]]:
     """The reply's tool calls with ids and arguments as JSON text."""
     calls = []
-    for i, call in enumerate(reply.get("tool_calls") or ()):
+    for i, call in enumerate([*(reply.get("tool_calls") or ()), *_delegations(reply)]):
         arguments = call.get("arguments", {})
         calls.append(
             {

@@ -12,9 +12,11 @@ from crew_platform.engine.control import (
     retry_execution,
     unfinished_executions,
 )
+from crew_platform.engine.delegation import MAX_DELEGATIONS_CEILING, role_key
 from crew_platform.engine.dispatch import Dispatcher
 from crew_platform.engine.journal import publish
 from crew_platform.engine.loading import profile_of
+from crew_platform.engine.manager import HIERARCHICAL, crew_agents, manager_agent_id
 from crew_platform.engine.plan import dag_plan, execution_key, find_cycle, linear_plan
 from crew_platform.engine.review import answer_draft
 from crew_platform.engine.rules import RULES, Intent, Kind, Rule, allows, refusal
@@ -31,6 +33,8 @@ from crew_platform.engine.tool_loop import ToolLoop
 
 __all__ = [
     "FINISHED",
+    "HIERARCHICAL",
+    "MAX_DELEGATIONS_CEILING",
     "RULES",
     "UNFINISHED",
     "Control",
@@ -47,15 +51,18 @@ __all__ = [
     "allows",
     "answer_draft",
     "cancel_executions",
+    "crew_agents",
     "dag_plan",
     "execution_key",
     "find_cycle",
     "linear_plan",
+    "manager_agent_id",
     "pause_workflow",
     "profile_of",
     "publish",
     "refusal",
     "resume_workflow",
     "retry_execution",
+    "role_key",
     "unfinished_executions",
 ]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from crew_platform.engine.guardrail import judge
-from crew_platform.engine.tool_loop import CallLog, CallRecord, ToolLoop
+from crew_platform.engine.tool_loop import CallLog, CallRecord, LocalTool, ToolLoop
 from crew_platform.events.types import EventType
 from crew_platform.llm.fallback import FallbackSink
 from crew_platform.llm.gateway import ChunkSink, Completion
@@ -190,6 +190,7 @@ async def answer_task(
     on_chunk: ChunkSink | None,
     notify: Notify,
     on_fallback: FallbackSink | None = None,
+    local: Mapping[str, LocalTool] | None = None,
 ) -> Answer:
     """The step's answer, with the tokens of every model call it took (the judge's too)."""
     answering = _Answering(loop, agent, rules, on_chunk, notify, on_fallback)
@@ -203,6 +204,7 @@ async def answer_task(
         on_fallback=on_fallback,
         response_format=answering.format,
         transcript=answering.messages,
+        local=local,
     )
     text = answering.count(first)
     answer = await answering.shaped(text, 1, formatted=not specs)

@@ -55,6 +55,11 @@ _LOGGED_DATA_KEYS = (
     "draft",
     "approved",
     "feedback",
+    "manager",
+    "manager_agent_id",
+    "coworker",
+    "task",
+    "delegation_call_id",
 )
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Table, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,6 +19,9 @@ from crew_platform.llm.fallback import fallback_models_of
 from crew_platform.llm.prompts import AgentProfile
 from crew_platform.llm.structured import as_text
 from crew_platform.models import Agent, Execution, Task, TaskRun, Workflow
+
+if TYPE_CHECKING:
+    from crew_platform.engine.delegation import Crew
 
 DEFAULT_MAX_PARALLEL = 4
 EXECUTIONS: Table = Execution.__table__  # type: ignore[assignment]
@@ -74,6 +77,15 @@ class RunState:
     attempts: dict[int, int] = field(default_factory=dict)
     external_context: dict[int, Output] = field(default_factory=dict)
     """Outputs of tasks outside this execution (a single-task run's dependencies)."""
+    crew: Crew | None = None
+    """A hierarchical run's manager and coworkers (see `engine.manager`)."""
+
+    def agent_of(self, task_id: int) -> AgentProfile | None:
+        """Who answers the task: the manager in a hierarchical run, else the task's agent."""
+        if self.crew is not None:
+            return self.crew.manager
+        spec = self.tasks.get(task_id)
+        return spec.agent if spec else None
 
     @property
     def chain(self) -> bool:

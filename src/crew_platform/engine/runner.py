@@ -25,6 +25,7 @@ from crew_platform.engine.loading import (
     RunState,
     load_state,
 )
+from crew_platform.engine.manager import HIERARCHICAL, load_crew
 from crew_platform.engine.rules import Intent, Kind, move
 from crew_platform.engine.scheduler import Control, Outcome, run_graph
 from crew_platform.engine.states import ExecutionStatus as ES
@@ -119,6 +120,13 @@ class ExecutionRunner:
             first_start = execution.last_seq == 0
             control.begun_at_seq = execution.last_seq
             state = await load_state(conn, execution, with_runs=not first_start)
+            if execution.workflow_type == HIERARCHICAL:
+                state.crew = await load_crew(
+                    conn,
+                    workflow_id=execution.workflow_id,
+                    config=execution.workflow_config,
+                    default_model=self._gateway.default_model,
+                )
             if first_start:
                 started = await journal.record_move(
                     event_of(state, EventType.WORKFLOW_STARTED, status=ES.RUNNING),
@@ -152,20 +160,26 @@ class ExecutionRunner:
                         ),
                         f"Execution {execution_id} resumed after a restart",
                     )
-            unconfigured = self._unconfigured_provider(state)
+            unrunnable = self._cannot_start(state)
             await journal.commit()
-        if unconfigured:
-            await self._finish(state, Outcome.FAILED, unconfigured)
+        if unrunnable:
+            await self._finish(state, Outcome.FAILED, unrunnable)
             return None
         return state
 
-    def _unconfigured_provider(self, state: RunState) -> str | None:
-        for task_id in (p.task_id for p in state.plan if p.task_id not in state.outputs):
-            spec = state.tasks.get(task_id)
-            if spec is None or spec.agent is None:
+    def _cannot_start(self, state: RunState) -> str | None:
+        """Why the run cannot start: a model whose provider has no key, or a hierarchical
+        run's manager agent deleted since it was accepted."""
+        if state.crew is not None and state.crew.problem:
+            return state.crew.problem
+        agents = [state.agent_of(p.task_id) for p in state.plan if p.task_id not in state.outputs]
+        if state.crew is not None and any(agents):
+            agents += state.crew.coworkers
+        for agent in agents:
+            if agent is None:
                 continue
             try:
-                self._gateway.check_configured(spec.agent.model)
+                self._gateway.check_configured(agent.model)
             except LLMNotConfigured as exc:
                 return f"{exc.code}: {exc.message}"
         return None

@@ -17,6 +17,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from crew_platform.engine.answer import Answer, AnswerRules, Notify, answer_task
+from crew_platform.engine.delegation import Delegations
 from crew_platform.engine.journal import Journal, publish
 from crew_platform.engine.lane import StoreLane
 from crew_platform.engine.loading import RunState
@@ -69,8 +70,8 @@ def event_of(
     seq: int | None = None,
     data: dict[str, Any] | None = None,
 ) -> Event:
-    if agent_id is None and task_id is not None and (spec := state.tasks.get(task_id)):
-        agent_id = spec.agent.agent_id if spec.agent else None
+    if agent_id is None and task_id is not None and (agent := state.agent_of(task_id)):
+        agent_id = agent.agent_id
     return Event(
         type=kind,
         workflow_id=state.workflow_id,
@@ -126,8 +127,9 @@ class Step:
     async def _open(self, state: RunState, task_id: int) -> OpenRun | StepResult:
         spec = state.tasks.get(task_id)
         attempt = state.attempts.get(task_id, 0) + 1
-        agent_id = spec.agent.agent_id if spec and spec.agent else None
-        model = spec.agent.model if spec and spec.agent else None
+        agent = state.agent_of(task_id)
+        agent_id = agent.agent_id if agent else None
+        model = agent.model if agent else None
         async with self._lane.connect() as conn:
             journal = Journal(conn, self._bus)
             started = await journal.record_if_running(
@@ -183,9 +185,9 @@ class Step:
         """The model calls (and tool calls) of an open run, with no connection held between
         its commits; a failure is returned as its error text."""
         spec = state.tasks[run.task_id]
-        agent = spec.agent
+        agent = state.agent_of(run.task_id)
         if agent is None:
-            return "TASK_NOT_RUNNABLE: the task has no agent"
+            return (state.crew and state.crew.problem) or "TASK_NOT_RUNNABLE: the task has no agent"
         context = [
             ContextItem(f"Output of task {tid} ({state.tasks[tid].name})", as_text(output))
             for tid in run.context_ids
@@ -249,23 +251,51 @@ class Step:
             guardrail=spec.guardrail,
             guardrail_max_retries=spec.guardrail_max_retries,
         )
+        delegations = self._delegations(state, run) if state.crew is not None else None
         try:
-            return await answer_task(
+            answer = await answer_task(
                 self._loop,
                 agent,
                 messages(agent, prompt) + (run.review.conversation() if run.review else []),
                 rules,
-                specs=await self._loop.tools_of(agent),
+                specs=delegations.specs if delegations else await self._loop.tools_of(agent),
                 calls=calls,
                 replay=run.replay,
                 on_chunk=publish_chunk,
                 on_fallback=record_fallback,
                 notify=self._recorder(state, run, spec.name),
+                local=delegations.handlers if delegations else None,
             )
         except PlatformError as exc:
             return f"{exc.code}: {exc.message}"
         except ToolError as exc:
             return f"TOOL_ERROR: {exc}"
+        if delegations is not None:
+            answer.prompt_tokens += delegations.prompt_tokens
+            answer.completion_tokens += delegations.completion_tokens
+        return answer
+
+    def _delegations(self, state: RunState, run: OpenRun) -> Delegations:
+        """The manager's delegation tools for this run of a hierarchical workflow's task."""
+        assert state.crew is not None
+        return Delegations(
+            self._loop,
+            self._lane,
+            self._bus,
+            state.crew,
+            task_id=run.task_id,
+            chunk_seq=run.started_seq,
+            event=lambda kind, agent_id, data, seq=None: event_of(
+                state,
+                kind,
+                task_id=run.task_id,
+                agent_id=agent_id,
+                status=TS.RUNNING,
+                seq=seq,
+                data=data,
+            ),
+            replay=run.replay,
+        )
 
     async def _record_fallback(self, state: RunState, run: OpenRun, change: Fallback) -> None:
         """The run goes on with another model: its `model_fallback` event, and the model in

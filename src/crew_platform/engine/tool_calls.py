@@ -35,6 +35,28 @@ def cut(text: str, limit: int = EVENT_TEXT_LIMIT) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
 
+def started_event(call: CallRecord, task_id: int, event: Callable[..., Event]) -> tuple[Event, str]:
+    """The `tool_call_started` event of `call` and its log message."""
+    data = {"tool": call.tool, "arguments": call.arguments, "call_id": call.call_id}
+    return (
+        event(EventType.TOOL_CALL_STARTED, data=data),
+        f"Task {task_id} calls tool {call.tool} ({call.call_id})",
+    )
+
+
+def finished_event(call: CallRecord, event: Callable[..., Event]) -> tuple[Event, str]:
+    """The `tool_call_completed` or `tool_call_failed` event of a returned call, and its log
+    message."""
+    result = call.result or ""
+    if call.failed:
+        kind, data = EventType.TOOL_CALL_FAILED, {"error": cut(result)}
+        message = f"Tool {call.tool} ({call.call_id}) failed: {cut(result, 300)}"
+    else:
+        kind, data = EventType.TOOL_CALL_COMPLETED, {"result": cut(result)}
+        message = f"Tool {call.tool} ({call.call_id}) returned {len(result)} characters"
+    return event(kind, data={"tool": call.tool, "call_id": call.call_id} | data), message
+
+
 class StoredCallLog:
     """Records the calls of one task run (the engine's `CallLog`)."""
 
@@ -79,13 +101,7 @@ class StoredCallLog:
                 ],
             )
             for c in calls:
-                await journal.record(
-                    self._event(
-                        EventType.TOOL_CALL_STARTED,
-                        data={"tool": c.tool, "arguments": c.arguments, "call_id": c.call_id},
-                    ),
-                    f"Task {self._task_id} calls tool {c.tool} ({c.call_id})",
-                )
+                await journal.record(*started_event(c, self._task_id, self._event))
             await journal.commit()
 
     async def finished(self, call: CallRecord) -> None:
@@ -106,16 +122,7 @@ class StoredCallLog:
                     completed_at=utcnow(),
                 )
             )
-            if call.failed:
-                kind, data = EventType.TOOL_CALL_FAILED, {"error": cut(result)}
-                message = f"Tool {call.tool} ({call.call_id}) failed: {cut(result, 300)}"
-            else:
-                kind, data = EventType.TOOL_CALL_COMPLETED, {"result": cut(result)}
-                message = f"Tool {call.tool} ({call.call_id}) returned {len(result)} characters"
-            await journal.record(
-                self._event(kind, data={"tool": call.tool, "call_id": call.call_id} | data),
-                message,
-            )
+            await journal.record(*finished_event(call, self._event))
             await journal.commit()
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import groupby
 from typing import Any, Protocol
@@ -54,6 +54,12 @@ class CallRecord:
     result: str | None = None
     """What the model is given back: the result or the error text; None until it returned."""
     failed: bool = False
+
+
+LocalTool = Callable[[CallRecord, dict[str, Any]], Awaitable[str]]
+"""A tool the engine itself answers (the manager's delegation tools): given the call and its
+parsed arguments, it returns the result or raises `ToolError`. It is not bound by the tool
+time-out: it may run a whole nested step."""
 
 
 class CallLog(Protocol):
@@ -96,6 +102,15 @@ def function_spec(spec: ToolSpec) -> dict[str, Any]:
     return {"type": "function", "function": function}
 
 
+@dataclass(frozen=True)
+class _RunTools:
+    """The tools one run of the loop may call: their names, and which of them the engine
+    answers itself."""
+
+    allowed: set[str]
+    local: Mapping[str, LocalTool]
+
+
 class ToolLoop:
     def __init__(
         self,
@@ -128,6 +143,7 @@ class ToolLoop:
         on_fallback: FallbackSink | None = None,
         response_format: Mapping[str, Any] | None = None,
         transcript: list[Mapping[str, Any]] | None = None,
+        local: Mapping[str, LocalTool] | None = None,
     ) -> Completion:
         """The step's final answer, with the tokens of every model call it took and the model
         that gave it (a fallback of the agent's when that is not served: `on_fallback` hears
@@ -136,15 +152,16 @@ class ToolLoop:
         `response_format` goes with the calls made without tools only: tools come first, the
         formatted answer last. `transcript`, when given, receives the messages of the last
         call (the conversation with every tool call and result), so a caller can go on from it.
+        `local`: the tools of `specs` the engine answers itself, by name.
         """
         calls = calls or NoCallLog()
         by_model_name = {to_model_name(s.name): s.name for s in specs}
         offered = [function_spec(s) for s in specs]
         messages: list[Mapping[str, Any]] = list(conversation)
         total = Completion(text="", attempts=0)
-        allowed = set(by_model_name.values())
+        tools = _RunTools(set(by_model_name.values()), local or {})
         for _, replayed in groupby(replay, key=lambda c: c.iteration):
-            await self._answer(list(replayed), messages, calls, allowed, replayed=True)
+            await self._answer(list(replayed), messages, calls, tools, replayed=True)
         iteration = replay[-1].iteration if replay else 0
         models = self._gateway.fallbacks.chain(agent.model, agent.fallback_models)
 
@@ -185,7 +202,7 @@ class ToolLoop:
                 )
                 for position, call in enumerate(completion.tool_calls)
             ]
-            await self._answer(turn, messages, calls, allowed, replayed=False)
+            await self._answer(turn, messages, calls, tools, replayed=False)
         messages.append({"role": "system", "content": FINAL_ANSWER_NUDGE})
         total.text = (await ask(())).text
         if transcript is not None:
@@ -197,7 +214,7 @@ class ToolLoop:
         turn: list[CallRecord],
         messages: list[Mapping[str, Any]],
         calls: CallLog,
-        allowed: set[str],
+        tools: _RunTools,
         *,
         replayed: bool,
     ) -> None:
@@ -225,23 +242,24 @@ class ToolLoop:
             await calls.started(todo)
             async with asyncio.TaskGroup() as group:
                 for call in todo:
-                    group.create_task(self._run(call, calls, allowed))
+                    group.create_task(self._run(call, calls, tools))
         messages.extend(
             {"role": "tool", "tool_call_id": c.call_id, "content": c.result or ""} for c in turn
         )
 
-    async def _run(self, call: CallRecord, calls: CallLog, allowed: set[str]) -> None:
+    async def _run(self, call: CallRecord, calls: CallLog, tools: _RunTools) -> None:
         try:
-            call.result = await self._call(call, allowed)
+            call.result = await self._call(call, tools)
         except ToolError as exc:
             call.result, call.failed = f"Error: {exc}", True
         await calls.finished(call)
 
-    async def _call(self, call: CallRecord, allowed: set[str]) -> str:
-        if self._toolbox is None or call.tool not in allowed:
+    async def _call(self, call: CallRecord, tools: _RunTools) -> str:
+        local = tools.local.get(call.tool) if call.tool in tools.allowed else None
+        if local is None and (self._toolbox is None or call.tool not in tools.allowed):
             raise ToolError(
                 f"unknown tool {call.tool!r}; the tools you may call: "
-                + (", ".join(sorted(to_model_name(n) for n in allowed)) or "none")
+                + (", ".join(sorted(to_model_name(n) for n in tools.allowed)) or "none")
             )
         try:
             arguments = json.loads(call.arguments or "{}")
@@ -251,6 +269,9 @@ class ToolLoop:
             ) from None
         if not isinstance(arguments, dict):
             raise ToolError(f"the arguments of {call.tool!r} must be a JSON object")
+        if local is not None:
+            return await local(call, arguments)
+        assert self._toolbox is not None
         try:
             async with asyncio.timeout(self._timeout):
                 return await self._toolbox.call(call.tool, arguments, timeout=self._timeout)

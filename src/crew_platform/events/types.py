@@ -30,6 +30,8 @@ class EventType(StrEnum):
     GUARDRAIL_FAILED = "guardrail_failed"
     INPUT_REQUIRED = "input_required"
     INPUT_RECEIVED = "input_received"
+    DELEGATION_STARTED = "delegation_started"
+    DELEGATION_COMPLETED = "delegation_completed"
     AGENT_TEST_COMPLETED = "agent_test_completed"
 
 

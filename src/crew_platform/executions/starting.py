@@ -11,7 +11,16 @@ from sqlalchemy import Select, Table, bindparam, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crew_platform.db import utcnow
-from crew_platform.engine import Dispatcher, dag_plan, find_cycle, linear_plan
+from crew_platform.engine import (
+    HIERARCHICAL,
+    Dispatcher,
+    crew_agents,
+    dag_plan,
+    find_cycle,
+    linear_plan,
+    manager_agent_id,
+    role_key,
+)
 from crew_platform.engine import ExecutionStatus as ES
 from crew_platform.errors import Conflict, DependencyCycle, MissingInput, ValidationFailed
 from crew_platform.executions.schemas import ExecuteRequest, ExecutionRead
@@ -21,7 +30,7 @@ from crew_platform.tasks.context import linear_context_problems, waits_for
 from crew_platform.tasks.service import get_task, sort_for_execution
 from crew_platform.toolbox.service import check_tools_named
 from crew_platform.tools.base import Toolbox
-from crew_platform.workflows.service import get_workflow
+from crew_platform.workflows.service import check_manager, get_workflow
 
 EXECUTIONS: Table = Execution.__table__  # type: ignore[assignment]
 _INSERT_EXECUTION = insert(EXECUTIONS).returning(*EXECUTIONS.c)
@@ -61,8 +70,15 @@ async def _runnable(
 
 
 async def _check_runnable(
-    session: AsyncSession, toolbox: Toolbox, tasks: Sequence[Runnable], inputs: dict[str, Any]
+    session: AsyncSession,
+    toolbox: Toolbox,
+    tasks: Sequence[Runnable],
+    inputs: dict[str, Any],
+    crew: Sequence[Any] | None = None,
 ) -> None:
+    """Every placeholder has a value, and every agent that will run exists, is active and
+    names only known tools. `crew`: a hierarchical run's coworkers (agent rows); its tasks
+    then need no agent of their own (the manager answers them)."""
     missing: dict[str, list[int]] = defaultdict(list)
     for task in (r.task for r in tasks):
         available = set(inputs) | set(task.input_data or {})
@@ -78,6 +94,10 @@ async def _check_runnable(
                 "fields": {f"input_data.{k}": "required by a task placeholder" for k in keys},
             },
         )
+    if crew is not None:
+        agents = {a.id: (a.name, list(a.tools or [])) for a in crew}
+        await check_tools_named(session, toolbox, agents)
+        return
     unrunnable = sorted(r.task.id for r in tasks if not r.agent_active)
     if unrunnable:
         raise ValidationFailed(
@@ -90,6 +110,28 @@ async def _check_runnable(
         if r.task.agent_id is not None
     }
     await check_tools_named(session, toolbox, agents)
+
+
+async def _crew_of(session: AsyncSession, workflow: Workflow) -> list[Any] | None:
+    """A hierarchical workflow's coworkers (agent rows), after checking its manager agent and
+    that no two coworkers share a role (the manager names them by role); None for the other
+    workflow types."""
+    if workflow.workflow_type != HIERARCHICAL:
+        return None
+    await check_manager(session, workflow_type=workflow.workflow_type, config=workflow.config)
+    manager = manager_agent_id(workflow.config)
+    crew = [a for a in (await session.execute(crew_agents(workflow.id))).all() if a.id != manager]
+    by_role: dict[str, list[int]] = defaultdict(list)
+    for agent in crew:
+        by_role[role_key(agent.role)].append(agent.id)
+    shared = {role: ids for role, ids in by_role.items() if len(ids) > 1}
+    if shared:
+        raise ValidationFailed(
+            "Agents of a hierarchical workflow are named by role, and these share one: "
+            + "; ".join(f"{role!r}: agents {ids}" for role, ids in sorted(shared.items())),
+            {"shared_roles": shared, "fields": {"role": "coworkers need distinct roles"}},
+        )
+    return crew
 
 
 async def _create_execution(
@@ -147,7 +189,8 @@ async def start_workflow(
             f"Workflow {workflow_id} has no active tasks to run",
             {"workflow_id": workflow_id, "reason": "no_tasks"},
         )
-    await _check_runnable(session, toolbox, runnable, request.input_data)
+    crew = await _crew_of(session, workflow)
+    await _check_runnable(session, toolbox, runnable, request.input_data, crew)
     order = [t.id for t in tasks]
     contexts = {t.id: t.context for t in tasks}
     if workflow.workflow_type == "parallel":
@@ -197,11 +240,13 @@ async def start_task(
             f"Task {task_id} is inactive; activate it before executing",
             {"task_id": task_id, "reason": "inactive"},
         )
+    crew = await _crew_of(session, workflow)
     await _check_runnable(
         session,
         toolbox,
         await _runnable(session, _RUNNABLE_TASK, {"b_task": task.id}),
         request.input_data,
+        crew,
     )
     return await _create_execution(
         session,

@@ -165,6 +165,11 @@ class LLMGateway:
         """Raise LLMNotConfigured now, before a run starts, if `model`'s provider has no key."""
         self._client(resolve(model).provider)
 
+    @property
+    def default_model(self) -> str:
+        """DEFAULT_MODEL: the model of an agent created without one, and of a built manager."""
+        return self._settings.default_model
+
     def providers(self) -> list[ProviderConfig]:
         return list(self._providers.values())
 

@@ -5,6 +5,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from crew_platform.common.limits import MAX_ID, NAME_LENGTH
 from crew_platform.common.schemas import RequestModel
 from crew_platform.common.types import (
     Flag,
@@ -13,22 +14,36 @@ from crew_platform.common.types import (
     not_null_in_schema,
     reject_explicit_null,
 )
+from crew_platform.engine import MAX_DELEGATIONS_CEILING
 
-WorkflowType = Literal["linear", "parallel"]
+WorkflowType = Literal["linear", "parallel", "hierarchical"]
 MAX_PARALLEL_CEILING = 256
 NOT_NULLABLE = ("name", "workflow_type", "is_active")
 
 
+def _whole(value: Any, low: int, high: int) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and low <= value <= high
+
+
 def _check_config(config: dict[str, Any] | None) -> dict[str, Any] | None:
-    if config is None or "max_parallel" not in config:
+    """The keys the platform reads must hold what it can use; other keys are free-form."""
+    if config is None:
         return config
-    value = config["max_parallel"]
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or not (1 <= value <= MAX_PARALLEL_CEILING)
-    ):
+    if "max_parallel" in config and not _whole(config["max_parallel"], 1, MAX_PARALLEL_CEILING):
         raise ValueError(f"max_parallel must be an integer from 1 to {MAX_PARALLEL_CEILING}")
+    if "max_delegations" in config and not _whole(
+        config["max_delegations"], 0, MAX_DELEGATIONS_CEILING
+    ):
+        raise ValueError(f"max_delegations must be an integer from 0 to {MAX_DELEGATIONS_CEILING}")
+    if "manager_agent_id" in config and not _whole(config["manager_agent_id"], 1, MAX_ID):
+        raise ValueError("manager_agent_id must be an agent id (a positive integer)")
+    model = config.get("manager_model")
+    if "manager_model" in config and not (
+        isinstance(model, str) and model.strip() and len(model) <= NAME_LENGTH
+    ):
+        raise ValueError(f"manager_model must be a model id (1-{NAME_LENGTH} characters)")
+    if "manager_agent_id" in config and "manager_model" in config:
+        raise ValueError("give manager_agent_id or manager_model, not both")
     return config
 
 
@@ -58,7 +73,9 @@ class WorkflowCreate(RequestModel):
     workflow_type: WorkflowType = Field(
         default="linear",
         description="`linear`: tasks in order, each sees all earlier outputs. "
-        "`parallel`: a DAG by `dependencies`, up to `config.max_parallel` (default 4) at once.",
+        "`parallel`: a DAG by `dependencies`, up to `config.max_parallel` (default 4) at once. "
+        "`hierarchical`: tasks in order, each answered by a manager (`config.manager_agent_id`, "
+        "or one built on `config.manager_model`) that delegates to the tasks' agents.",
     )
     config: dict[str, Any] | None = None
     is_active: Flag = True

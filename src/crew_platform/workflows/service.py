@@ -9,8 +9,9 @@ from sqlalchemy import Select, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crew_platform.common.persistence import commit_unique, name_taken
-from crew_platform.errors import Conflict, NotFound
-from crew_platform.models import Execution, ExecutionLog, Task, TaskRun, Workflow
+from crew_platform.engine import HIERARCHICAL, manager_agent_id
+from crew_platform.errors import Conflict, NotFound, ValidationFailed
+from crew_platform.models import Agent, Execution, ExecutionLog, Task, TaskRun, Workflow
 from crew_platform.workflows.schemas import WorkflowCreate, WorkflowRead, WorkflowUpdate
 
 _task_count = select(func.count(Task.id)).where(Task.workflow_id == Workflow.id).scalar_subquery()
@@ -78,9 +79,25 @@ def _duplicate(name: str) -> Conflict:
     return Conflict(f"A workflow named {name!r} already exists", {"field": "name", "value": name})
 
 
+async def check_manager(
+    session: AsyncSession, *, workflow_type: str, config: dict[str, Any] | None
+) -> None:
+    """A hierarchical workflow's `config.manager_agent_id` must name an active agent (422)."""
+    agent_id = manager_agent_id(config)
+    if workflow_type != HIERARCHICAL or agent_id is None:
+        return
+    active = await session.scalar(select(Agent.is_active).where(Agent.id == agent_id))
+    if active is None or not active:
+        state = "does not exist" if active is None else "is inactive"
+        raise ValidationFailed.field(
+            "config.manager_agent_id", f"agent {agent_id} {state}", agent_id=agent_id
+        )
+
+
 async def create_workflow(session: AsyncSession, *, data: WorkflowCreate) -> WorkflowRead:
     if await name_taken(session, Workflow, data.name):
         raise _duplicate(data.name)
+    await check_manager(session, workflow_type=data.workflow_type, config=data.config)
     workflow = Workflow(**data.model_dump(), status="active")
     session.add(workflow)
     dup = _duplicate(data.name)
@@ -96,6 +113,12 @@ async def update_workflow(
     renamed = "name" in changes and changes["name"] != workflow.name
     if renamed and await name_taken(session, Workflow, changes["name"], exclude_id=workflow_id):
         raise _duplicate(changes["name"])
+    if "config" in changes or "workflow_type" in changes:
+        await check_manager(
+            session,
+            workflow_type=changes.get("workflow_type", workflow.workflow_type),
+            config=changes.get("config", workflow.config),
+        )
     for field, value in changes.items():
         setattr(workflow, field, value)
     dup = _duplicate(workflow.name)
