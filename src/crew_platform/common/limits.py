@@ -17,6 +17,8 @@ WORKFLOW_TYPE_LENGTH = 32
 STATE_LENGTH = 16
 """Statuses, execution modes and log levels."""
 EVENT_LENGTH = 64
+PROCESS_ID_LENGTH = 200
+"""A process's id (`host:pid:random`), which names the holder of an execution's lease."""
 
 URL_LENGTH = 2_000
 """URLs of HTTP tools and MCP servers."""

@@ -13,7 +13,9 @@ from crew_platform.engine.control import (
     unfinished_executions,
 )
 from crew_platform.engine.dispatch import Dispatcher
+from crew_platform.engine.heartbeat import Heartbeat
 from crew_platform.engine.journal import publish
+from crew_platform.engine.lease import DatabaseNow, Process
 from crew_platform.engine.loading import profile_of
 from crew_platform.engine.plan import dag_plan, execution_key, find_cycle, linear_plan
 from crew_platform.engine.rules import RULES, Intent, Kind, Rule, allows, refusal
@@ -33,11 +35,14 @@ __all__ = [
     "RULES",
     "UNFINISHED",
     "Control",
+    "DatabaseNow",
     "Dispatcher",
     "ExecutionRunner",
     "ExecutionStatus",
+    "Heartbeat",
     "Intent",
     "Kind",
+    "Process",
     "Rule",
     "TaskRunStatus",
     "ToolLoop",
