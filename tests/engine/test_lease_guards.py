@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import event, func, insert, select, update
 
 from crew_platform.devtools.llm_stub import StubServer
 from crew_platform.engine import lease
@@ -262,3 +262,120 @@ async def test_tool_call_records_need_the_lease(
     async with app.state.engine.connect() as conn:
         assert await conn.scalar(select(func.count()).select_from(ToolCall)) == 0
     assert await stored(app, ids["execution"]) == before
+
+
+# -- what the heartbeat adopts ---------------------------------------------------------------
+
+
+async def dead_process(app: FastAPI) -> str:
+    gone = Process("gone:2:0000", "server", "gone", 2)
+    async with app.state.engine.begin() as conn:
+        await lease.register(conn, gone, -1)  # its lease expired a second ago
+    return gone.id
+
+
+@pytest.mark.parametrize("status", ["running", "pending"])
+async def test_the_heartbeat_adopts_the_runs_of_a_process_that_died(
+    app: FastAPI, client: httpx.AsyncClient, stub: StubServer, status: str
+) -> None:
+    """A running execution whose holder's lease lapsed is taken over; so is a pending one (its
+    holder died between a resume and letting it go). Neither starts before the beat: the
+    execution is written as the dead process left it while this process already runs."""
+    _, workflow, _ = await pipeline(client, ["A", "B"])
+    assert (await client.post(f"{API}/workflows/{workflow['id']}/pause")).status_code == 200
+    run = await execute(client, workflow["id"])  # accepted, not started: the workflow is paused
+    gone = await dead_process(app)
+    async with app.state.engine.begin() as conn:
+        await conn.execute(update(Workflow).values(status="active"))
+        await conn.execute(
+            update(Execution)
+            .where(Execution.id == run["id"])
+            # A running one has numbered its `workflow_started` at least.
+            .values(status=status, lease_owner=gone, last_seq=int(status == "running"))
+        )
+    assert stub.requests == []
+    await app.state.heartbeat.beat(app.state.dispatcher)
+    done = await wait_for_status(client, run["id"], "completed", "failed")
+    assert done["status"] == "completed", done
+    assert len(calls_for(stub, "A")) == 1 and len(calls_for(stub, "B")) == 1
+
+
+async def test_the_heartbeat_leaves_a_live_processs_runs_alone(
+    app: FastAPI, client: httpx.AsyncClient, stub: StubServer
+) -> None:
+    _, workflow, _ = await pipeline(client, ["A"])
+    assert (await client.post(f"{API}/workflows/{workflow['id']}/pause")).status_code == 200
+    run = await execute(client, workflow["id"])
+    async with app.state.engine.begin() as conn:
+        await conn.execute(update(Workflow).values(status="active"))
+        await conn.execute(
+            update(Execution).where(Execution.id == run["id"]).values(status="running")
+        )
+    await hand_to_another_process(app, run["id"])
+    before = await stored(app, run["id"])
+    await app.state.heartbeat.beat(app.state.dispatcher)
+    await idle(app)
+    assert await stored(app, run["id"]) == before
+    assert stub.requests == []
+
+
+# -- a resume that lands on another process while the holder still finishes its step ---------
+
+
+@pytest.fixture
+async def pair(settings: Settings) -> AsyncIterator[tuple[Any, Any]]:
+    async with running_app(settings) as one, running_app(settings) as other:
+        yield one, other
+
+
+async def test_a_resume_elsewhere_while_the_holder_finishes_its_step_runs_once_in_the_holder(
+    pair: tuple[Any, Any], stub: StubServer
+) -> None:
+    """Paused and resumed through another process while the first still waits for its model:
+    the other may not start it (the first holds the lease), so the first, on letting it go
+    and finding it pending, runs it on. No step runs twice."""
+    (runner_app, here), (other_app, there) = pair
+    stub.script(for_task("A", gate="a", content="OUT<A>"))
+    _, workflow, (a, _b) = await pipeline(here, ["A", "B"])
+    run = await execute(here, workflow["id"])
+    await wait_for_gate(stub, "a")
+    assert (await there.post(f"{API}/workflows/{workflow['id']}/pause")).status_code == 200
+    assert (await there.post(f"{API}/workflows/{workflow['id']}/resume")).status_code == 200
+    await idle(other_app)  # its runner found the lease held and left the execution pending
+    assert (await there.get(f"{API}/executions/{run['id']}")).json()["status"] == "pending"
+    stub.open_gate("a")
+    done = await wait_for_status(here, run["id"], "completed", "failed")
+    assert done["status"] == "completed", done
+    assert done["output_data"]["tasks"][str(a["id"])] == "OUT<A>"
+    assert len(calls_for(stub, "A")) == 1 and len(calls_for(stub, "B")) == 1
+    logs = (await here.get(f"{API}/executions/{run['id']}/logs")).json()
+    assert [e["event"] for e in logs].count("task_cancelled") == 0
+    del runner_app
+
+
+# -- the price -------------------------------------------------------------------------------
+
+
+async def test_lease_checks_add_no_statement_to_a_step(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """A step is opened (event number, task run, log row) and stored (task run, event number,
+    log row): six statements, the lease checked inside two of them. Measured as a 3-task run
+    minus a 1-task run, with nothing polling the API meanwhile."""
+    statements: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    counts = {}
+    event.listen(app.state.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        for n in (1, 3):
+            _, workflow, _ = await pipeline(client, [f"T{n}.{i}" for i in range(n)])
+            statements.clear()
+            await execute(client, workflow["id"])
+            await idle(app)
+            counts[n] = len(statements)
+    finally:
+        event.remove(app.state.engine.sync_engine, "before_cursor_execute", seen)
+    assert (counts[3] - counts[1]) / 2 <= 6, counts
