@@ -97,8 +97,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             tools = Registry(settings, sessionmaker)
             app.state.tools = tools
             heartbeat = Heartbeat(engine, Process.new("server"), settings.lease_seconds)
-            with _startup_step("registering this process in the database (DATABASE_URL)"):
-                await heartbeat.register()
             stack.push_async_callback(heartbeat.retire)  # once the runners below have stopped
             dispatcher = Dispatcher(
                 ExecutionRunner(
@@ -129,6 +127,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stack.push_async_callback(_cancelled, warm_up)
             app.state.sdk_warm_up = warm_up
             with _startup_step("recovering executions from the database (DATABASE_URL)"):
+                await heartbeat.register()  # live before it takes anything
                 await dispatcher.recover()
             heartbeat.start(dispatcher)
             stack.push_async_callback(heartbeat.stop)

@@ -28,6 +28,7 @@ class Heartbeat:
         self.lease_seconds = lease_seconds
         self._engine = engine
         self._task: asyncio.Task[None] | None = None
+        self._registered = False
         self.beats = 0
         """Beats completed (renewal, check and adoption) since start-up."""
 
@@ -39,6 +40,7 @@ class Heartbeat:
         """Record this process as live: before it runs anything, so no other takes that over."""
         async with self._engine.begin() as conn:
             await lease.register(conn, self.process, self.lease_seconds)
+        self._registered = True
 
     def start(self, dispatcher: Dispatcher) -> None:
         self._task = asyncio.create_task(self._run(dispatcher), name="lease-heartbeat")
@@ -53,6 +55,8 @@ class Heartbeat:
     async def retire(self) -> None:
         """This process stops (its runners already did): its leases lapse now, so another
         process takes its executions over without waiting for them to expire."""
+        if not self._registered:
+            return
         try:
             async with self._engine.begin() as conn:
                 await lease.retire(conn, self.process)
