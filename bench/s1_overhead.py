@@ -197,7 +197,9 @@ async def _engine_runs(
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
             workflow_id, _ = await create_workflow(client, m.n, f"engine-{m.n}-{m.latency}")
         state = app.state
-        runner = ExecutionRunner(state.sessionmaker, state.bus, state.gateway)
+        runner = ExecutionRunner(
+            state.sessionmaker, state.bus, state.gateway, owner=state.heartbeat.process.id
+        )
         ctx.stub.configure(m.latency, record=True)
         for rep in range(warmup + reps):
             elapsed = await timed_run(state, runner, workflow_id)

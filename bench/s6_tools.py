@@ -190,6 +190,7 @@ async def _engine_round(database_url: str, stub: Stub, runs: int, warmup: int) -
             state.bus,
             state.gateway,
             state.tools,
+            owner=state.heartbeat.process.id,
             tool_timeout=settings.tool_timeout_seconds,
         )
         for rep in range(warmup + runs):

@@ -133,6 +133,8 @@ def live_env(database_url: str, stub: StubServer) -> dict[str, str]:
         "RATE_LIMIT_API": "off",
         "RATE_LIMIT_WS": "off",
         "LOG_LEVEL": "warning",
+        # A killed server's runs are taken over this soon by the next one (default 15 s).
+        "LEASE_SECONDS": "2",
     }
 
 

@@ -19,7 +19,7 @@ from crew_platform.common.http import install_error_handlers
 from crew_platform.db import create_engine, create_sessionmaker
 from crew_platform.edge.body_limit import BodyLimitMiddleware
 from crew_platform.edge.docs_ui import install_docs
-from crew_platform.engine import Dispatcher, ExecutionRunner
+from crew_platform.engine import Dispatcher, ExecutionRunner, Heartbeat, Process
 from crew_platform.events.bus import create_bus
 from crew_platform.executions.router import router as executions_router
 from crew_platform.llm.gateway import LLMGateway
@@ -32,6 +32,7 @@ from crew_platform.tasks.router import router as tasks_router
 from crew_platform.toolbox.router import servers_router as mcp_servers_router
 from crew_platform.toolbox.router import tools_router
 from crew_platform.tools.registry import Registry
+from crew_platform.workers.router import router as workers_router
 from crew_platform.workflows.router import router as workflows_router
 
 log = logging.getLogger(__name__)
@@ -95,12 +96,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stack.push_async_callback(gateway.aclose)
             tools = Registry(settings, sessionmaker)
             app.state.tools = tools
+            heartbeat = Heartbeat(engine, Process.new("server"), settings.lease_seconds)
+            stack.push_async_callback(heartbeat.retire)  # once the runners below have stopped
             dispatcher = Dispatcher(
                 ExecutionRunner(
                     sessionmaker,
                     bus,
                     gateway,
                     tools,
+                    owner=heartbeat.process.id,
                     tool_timeout=settings.tool_timeout_seconds,
                 ),
                 sessionmaker,
@@ -117,12 +121,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.bus = bus
             app.state.gateway = gateway
             app.state.dispatcher = dispatcher
+            app.state.heartbeat = heartbeat
             app.state.hub = hub
             warm_up = asyncio.create_task(_warm_up_later(gateway), name="llm-sdk-warm-up")
             stack.push_async_callback(_cancelled, warm_up)
             app.state.sdk_warm_up = warm_up
             with _startup_step("recovering executions from the database (DATABASE_URL)"):
+                await heartbeat.register()  # live before it takes anything
                 await dispatcher.recover()
+            heartbeat.start(dispatcher)
+            stack.push_async_callback(heartbeat.stop)
             yield
 
     app = FastAPI(
@@ -150,6 +158,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tools_router,
         mcp_servers_router,
         ws_router,
+        workers_router,
     ):
         app.include_router(router)
 

@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     default_model: str = "llama-4-maverick-17b-128e-instruct"
     llm_max_concurrency: int = Field(default=64, ge=1)
     execution_max_concurrency: int = Field(default=128, ge=1)
+    lease_seconds: float = Field(default=15.0, gt=0)
+    """How long a process holds the executions it runs without a heartbeat (it beats every
+    third of this); a process silent longer loses them to another process."""
     llm_timeout_seconds: float = Field(default=120.0, gt=0)
     llm_max_retries: int = Field(default=3, ge=0)
     models_cache_seconds: float = Field(default=60.0, ge=0)

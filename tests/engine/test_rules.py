@@ -7,11 +7,13 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import pytest
 from fastapi import FastAPI
 from sqlalchemy import insert, select, update
 
 from crew_platform.db import utcnow
-from crew_platform.engine import Intent, Kind, allows, refusal
+from crew_platform.engine import Intent, Kind, allows, lease, refusal
+from crew_platform.engine.lease import Process
 from crew_platform.engine.rules import STATUSES, move
 from crew_platform.models import Execution, Task, TaskRun, Workflow
 
@@ -30,6 +32,7 @@ EXPECTED: dict[tuple[Kind, Intent], tuple[set[str], str]] = {
     (Kind.EXECUTION, Intent.AWAIT_INPUT): ({"running"}, "waiting_for_input"),
     (Kind.EXECUTION, Intent.APPROVE): ({"waiting_for_input"}, "pending"),
     (Kind.EXECUTION, Intent.REQUEST_CHANGES): ({"waiting_for_input"}, "pending"),
+    (Kind.EXECUTION, Intent.TAKE_OVER): ({"running"}, "running"),
     (Kind.TASK_RUN, Intent.COMPLETE): ({"running"}, "completed"),
     (Kind.TASK_RUN, Intent.FAIL): ({"running"}, "failed"),
     (Kind.TASK_RUN, Intent.CANCEL): ({"pending", "running", "waiting_for_input"}, "cancelled"),
@@ -128,7 +131,45 @@ async def test_every_guarded_write_moves_exactly_when_its_rule_allows(app: FastA
                 await conn.execute(
                     update(table).where(table.id == ids[kind]).values(status=current)
                 )
-                moved = await move(conn, kind, ids[kind], intent)
+                moved = await move(conn, kind, ids[kind], intent, owner="this-process")
                 now = await conn.scalar(select(table.status).where(table.id == ids[kind]))
             assert moved == (current in sources), (kind, intent, current)
             assert now == (target if moved else current), (kind, intent, current)
+
+
+async def test_a_rule_that_takes_the_lease_moves_only_when_no_other_live_process_holds_it(
+    app: FastAPI,
+) -> None:
+    """START and TAKE_OVER hand the execution to the mover in the same guarded UPDATE, unless
+    another process holds a lease that has not expired (by the database's clock)."""
+    execution = (await _rows(app))[Kind.EXECUTION]
+    async with app.state.engine.begin() as conn:
+        await lease.register(conn, Process("live:1:a", "server", "live", 1), 600)
+        await lease.register(conn, Process("expired:2:b", "server", "expired", 2), -1)
+    holders = {None: True, "me:3:c": True, "expired:2:b": True, "gone:4:d": True, "live:1:a": False}
+    for intent, status in ((Intent.START, "pending"), (Intent.TAKE_OVER, "running")):
+        for holder, moves in holders.items():
+            async with app.state.engine.begin() as conn:
+                await conn.execute(
+                    update(Execution)
+                    .where(Execution.id == execution)
+                    .values(status=status, lease_owner=holder, leased_at=None)
+                )
+                moved = await move(conn, Kind.EXECUTION, execution, intent, owner="me:3:c")
+                row = (
+                    await conn.execute(
+                        select(Execution.lease_owner, Execution.leased_at).where(
+                            Execution.id == execution
+                        )
+                    )
+                ).one()
+            assert moved == moves, (intent, holder)
+            assert row.lease_owner == ("me:3:c" if moves else holder), (intent, holder)
+            assert (row.leased_at is not None) == moves, (intent, holder)
+
+
+async def test_a_rule_that_takes_the_lease_must_name_its_taker(app: FastAPI) -> None:
+    execution = (await _rows(app))[Kind.EXECUTION]
+    async with app.state.engine.begin() as conn:
+        with pytest.raises(ValueError, match="name its owner"):
+            await move(conn, Kind.EXECUTION, execution, Intent.START)

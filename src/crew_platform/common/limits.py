@@ -19,6 +19,8 @@ STATE_LENGTH = 16
 STATUS_LENGTH = 32
 """Statuses of executions and task runs (`waiting_for_input` is longer than STATE_LENGTH)."""
 EVENT_LENGTH = 64
+PROCESS_ID_LENGTH = 200
+"""A process's id (`host:pid:random`), which names the holder of an execution's lease."""
 
 URL_LENGTH = 2_000
 """URLs of HTTP tools and MCP servers."""

@@ -14,7 +14,9 @@ from crew_platform.engine.control import (
 )
 from crew_platform.engine.delegation import MAX_DELEGATIONS_CEILING, role_key
 from crew_platform.engine.dispatch import Dispatcher
+from crew_platform.engine.heartbeat import Heartbeat
 from crew_platform.engine.journal import publish
+from crew_platform.engine.lease import DatabaseNow, Process
 from crew_platform.engine.loading import profile_of
 from crew_platform.engine.manager import HIERARCHICAL, crew_agents, manager_agent_id
 from crew_platform.engine.plan import dag_plan, execution_key, find_cycle, linear_plan
@@ -38,11 +40,14 @@ __all__ = [
     "RULES",
     "UNFINISHED",
     "Control",
+    "DatabaseNow",
     "Dispatcher",
     "ExecutionRunner",
     "ExecutionStatus",
+    "Heartbeat",
     "Intent",
     "Kind",
+    "Process",
     "Rule",
     "TaskRunStatus",
     "ToolLoop",

@@ -16,15 +16,14 @@ import asyncio
 import contextlib
 import functools
 import logging
+from collections.abc import Iterable
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from crew_platform.engine.lease import TO_RECOVER
 from crew_platform.engine.runner import ExecutionRunner
 from crew_platform.engine.scheduler import Control
-from crew_platform.engine.states import ExecutionStatus, WorkflowStatus
 from crew_platform.events.types import Event, EventType
-from crew_platform.models import Execution, Workflow
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +83,13 @@ class Dispatcher:
 
     def _finished(self, execution_id: int, job: asyncio.Task[None]) -> None:
         self._jobs.pop(execution_id, None)
-        self._controls.pop(execution_id, None)
+        control = self._controls.pop(execution_id, None)
         if not job.cancelled() and (exc := job.exception()) is not None:
             self._retry_later(execution_id, exc)
         else:
             self._failures.pop(execution_id, None)
+        if control is not None and control.run_again:
+            self._again.add(execution_id)
         if execution_id in self._again:
             self._again.discard(execution_id)
             self.submit(execution_id)
@@ -146,6 +147,37 @@ class Dispatcher:
     def running_ids(self) -> list[int]:
         return list(self._jobs)
 
+    @property
+    def owner(self) -> str:
+        """The id of this process, which holds the leases of what it runs."""
+        return self._runner.owner
+
+    def leased(self) -> dict[int, Control]:
+        """The runners holding their execution's lease, by execution."""
+        return {i: c for i, c in self._controls.items() if c.leased and not c.lease_lost}
+
+    def adopt(self, execution_ids: Iterable[int]) -> list[int]:
+        """Run those of `execution_ids` this process does not run yet (their begin takes the
+        lease, or finds that another process holds it); returns them."""
+        adopted = [i for i in execution_ids if i not in self._jobs and i not in self._waiting]
+        for execution_id in adopted:
+            self.submit(execution_id)
+        return adopted
+
+    def abandon(self, execution_id: int, control: Control) -> None:
+        """Another process took the execution over: stop its runner here, writing nothing."""
+        if self._controls.get(execution_id) is not control:
+            return  # that runner already ended
+        log.warning(
+            "process %s lost the lease of execution %s to another process: its runner here "
+            "stops without writing",
+            self.owner,
+            execution_id,
+        )
+        self._again.discard(execution_id)
+        control.lease_lost = True
+        self._jobs[execution_id].cancel()
+
     def pause(self, execution_id: int) -> None:
         self._again.discard(execution_id)
         if control := self._controls.get(execution_id):
@@ -166,22 +198,11 @@ class Dispatcher:
             await asyncio.wait_for(asyncio.shield(job), timeout=wait)
 
     async def recover(self) -> list[int]:
-        """On start-up: resume what was running, start what was accepted; paused stays paused
-        and so does what waits for input (only an answer resumes it)."""
+        """On start-up: resume what was running and nobody holds a live lease on (its process
+        stopped), start what was accepted; paused stays paused and so does what waits for input
+        (only an answer resumes it)."""
         async with self._sessions() as session:
-            rows = await session.execute(
-                select(Execution.id, Execution.status)
-                .join(Workflow, Workflow.id == Execution.workflow_id)
-                .where(
-                    (Execution.status == ExecutionStatus.RUNNING)
-                    | (
-                        (Execution.status == ExecutionStatus.PENDING)
-                        & (Workflow.status == WorkflowStatus.ACTIVE)
-                    )
-                )
-                .order_by(Execution.id)
-            )
-            ids = [row.id for row in rows]
+            ids = list(await session.scalars(TO_RECOVER))
         for execution_id in ids:
             self.submit(execution_id)
         if ids:

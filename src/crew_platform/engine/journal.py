@@ -3,6 +3,10 @@
 Every persisted event gets the next per-execution `seq` (an atomic UPDATE ... RETURNING), so the
 SSE stream can replay from any point and nothing a client was told is missing from the log.
 
+A journal of a runner names the process it runs in (`owner`): each event it records is then
+numbered only while that process holds the execution's lease, in the same UPDATE, so a process
+that lost the lease writes nothing more (`LeaseLost`), at no extra statement.
+
 Publishing never waits: the log is already committed when an event goes out, and the bus hands
 it to a bounded outbox, so a bus that is down or stalls (Redis gone or frozen) costs live
 delivery to other processes only, never the run or the request.
@@ -12,10 +16,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from enum import Enum
 from typing import Any
 
 from sqlalchemy import Table, Update, bindparam, insert, update
 
+from crew_platform.engine.lease import TAKE_LEASE, LeaseLost, free_for, held_by
 from crew_platform.engine.rules import RULES, Intent, Kind, Writer, move_params
 from crew_platform.engine.states import ExecutionStatus
 from crew_platform.events.bus import EventBus
@@ -90,7 +96,15 @@ def _log_event(event: Event) -> None:
     log.info("execution %s %s%s seq=%s", event.execution_id, event.type.value, task, event.seq)
 
 
-def _numbering(*, guarded: bool, adds_tokens: bool) -> Update:
+class _Lease(Enum):
+    IGNORED = "ignored"
+    HELD = "held"
+    """Only while the journal's owner holds the lease."""
+    TAKEN = "taken"
+    """The journal's owner takes the lease, unless another live process holds it."""
+
+
+def _numbering(*, guarded: bool, adds_tokens: bool, lease: _Lease) -> Update:
     """UPDATE giving the execution's next event number; built once, so the per-event cost is
     binding values, not building and hashing a statement, which costs more than the binding."""
     statement = update(EXECUTIONS).where(EXECUTIONS.c.id == bindparam("b_execution"))
@@ -99,21 +113,30 @@ def _numbering(*, guarded: bool, adds_tokens: bool) -> Update:
     values: dict[str, Any] = {"last_seq": EXECUTIONS.c.last_seq + 1}
     if adds_tokens:
         values["tokens_used"] = EXECUTIONS.c.tokens_used + bindparam("b_tokens")
+    if lease is _Lease.HELD:
+        statement = statement.where(held_by())
+    elif lease is _Lease.TAKEN:
+        statement = statement.where(free_for())
+        values |= TAKE_LEASE
     return statement.values(values).returning(EXECUTIONS.c.last_seq)
 
 
 _NUMBERING = {
-    (guarded, adds_tokens): _numbering(guarded=guarded, adds_tokens=adds_tokens)
+    (guarded, adds_tokens, lease): _numbering(guarded=guarded, adds_tokens=adds_tokens, lease=lease)
     for guarded in (False, True)
     for adds_tokens in (False, True)
+    for lease in _Lease
 }
 _INSERT_LOGS = insert(LOGS)
 
 
 class Journal:
-    def __init__(self, session: Writer, bus: EventBus) -> None:
+    def __init__(self, session: Writer, bus: EventBus, *, owner: str | None = None) -> None:
+        """`owner`: the process whose runner writes (None for a user's request, which no
+        lease restrains)."""
         self.session = session
         self._bus = bus
+        self._owner = owner
         self._outbox: list[Event] = []
         self._rows: list[dict[str, Any]] = []
 
@@ -122,6 +145,9 @@ class Journal:
         of the execution (one round trip instead of two)."""
         recorded = await self._record(event, message, add_tokens=add_tokens)
         if recorded is None:
+            assert event.execution_id is not None
+            if self._owner is not None:
+                raise LeaseLost(event.execution_id)
             raise LookupError(f"execution {event.execution_id} is gone")
         return recorded
 
@@ -138,10 +164,17 @@ class Journal:
     ) -> Event | None:
         """Move the execution by the rule for `intent` and record `event` in the same UPDATE;
         None, and nothing written, if the rule refuses the move from the current status.
-        `values` are more columns of the execution to set."""
+        `values` are more columns of the execution to set. A rule that takes the lease takes
+        it for the journal's owner."""
         rule = RULES[Kind.EXECUTION, intent]
+        if rule.takes_lease and self._owner is None:
+            raise ValueError(f"{intent.value} takes the execution's lease: name its owner")
         return await self._record(
-            event, message, only_from=sorted(rule.sources), values=move_params(rule, **values)
+            event,
+            message,
+            only_from=sorted(rule.sources),
+            values=move_params(rule, **values),
+            takes_lease=rule.takes_lease,
         )
 
     async def _record(
@@ -152,6 +185,7 @@ class Journal:
         only_from: Sequence[str] | None = None,
         add_tokens: int = 0,
         values: dict[str, Any] | None = None,
+        takes_lease: bool = False,
     ) -> Event | None:
         assert event.execution_id is not None
         params: dict[str, Any] = {"b_execution": event.execution_id, **(values or {})}
@@ -159,7 +193,11 @@ class Journal:
             params["b_from"] = list(only_from)
         if add_tokens:
             params["b_tokens"] = add_tokens
-        statement = _NUMBERING[(only_from is not None, bool(add_tokens))]
+        lease = _Lease.IGNORED
+        if self._owner is not None:
+            lease = _Lease.TAKEN if takes_lease else _Lease.HELD
+            params["b_owner"] = self._owner
+        statement = _NUMBERING[(only_from is not None, bool(add_tokens), lease)]
         seq = (await self.session.execute(statement, params)).scalar()
         if seq is None:
             return None

@@ -114,9 +114,11 @@ def _event(
 class Reviews:
     """The step's side of a review: load it, park a new draft, ask again for a waiting one."""
 
-    def __init__(self, lane: StoreLane, bus: EventBus) -> None:
+    def __init__(self, lane: StoreLane, bus: EventBus, *, owner: str) -> None:
+        """`owner`: the process whose runner this is; its writes need the execution's lease."""
         self._lane = lane
         self._bus = bus
+        self._owner = owner
 
     async def load(self, state: RunState, task_id: int) -> Review:
         async with self._lane.connect() as conn:
@@ -156,7 +158,7 @@ class Reviews:
             },
         )
         async with self._lane.connect() as conn:
-            journal = Journal(conn, self._bus)
+            journal = Journal(conn, self._bus, owner=self._owner)
             # The execution's row first (numbering the event), then the run's: the order a
             # cancel takes them in, so the two never wait on each other.
             await journal.record(
@@ -164,7 +166,7 @@ class Reviews:
                 f"Task {task_id} answered in {elapsed:.3f}s; its draft waits for input",
                 add_tokens=tokens_used,
             )
-            values = {
+            values: dict[str, Any] = {
                 "output": draft,
                 "output_json": data,
                 "model": model,
@@ -193,7 +195,7 @@ class Reviews:
             {"draft": draft.text, "attempt": draft.attempt},
         )
         async with self._lane.connect() as conn:
-            journal = Journal(conn, self._bus)
+            journal = Journal(conn, self._bus, owner=self._owner)
             await journal.record_move(
                 event, f"Task {task_id} still waits for input on its draft", Intent.AWAIT_INPUT
             )

@@ -7,6 +7,8 @@ by the rule's from-statuses, so of two racing writers (a cancel and a finishing 
 wins, and a request the rules refuse is a 409 naming the current status (`refusal()`).
 
 New capabilities add rules here (waiting for input, taking over a lease), not new code paths.
+A rule that `takes_lease` also hands the execution to the moving process, in the same UPDATE
+and only when no other process holds a live lease on it (`engine/lease.py`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from sqlalchemy import Table, Update, bindparam, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from crew_platform.db import utcnow
+from crew_platform.engine.lease import TAKE_LEASE, free_for
 from crew_platform.engine.states import ExecutionStatus as ES
 from crew_platform.engine.states import TaskRunStatus as TS
 from crew_platform.engine.states import WorkflowStatus as WS
@@ -47,6 +50,7 @@ class Intent(StrEnum):
     AWAIT_INPUT = "await_input"
     APPROVE = "approve"
     REQUEST_CHANGES = "request_changes"
+    TAKE_OVER = "take_over"
 
 
 def _finished() -> dict[str, Any]:
@@ -66,6 +70,8 @@ class Rule:
     doc: str
     writes: Callable[[], dict[str, Any]] = field(default=dict)
     """Columns this rule sets besides the status (evaluated at each move)."""
+    takes_lease: bool = False
+    """The mover takes the execution's lease; refused while another process holds it."""
 
     def allows(self, current: str, target: str) -> bool:
         return current in self.sources and target == self.target
@@ -78,15 +84,32 @@ def _rule(
     target: str,
     doc: str,
     writes: Callable[[], dict[str, Any]] = dict,
+    *,
+    takes_lease: bool = False,
 ) -> Rule:
-    return Rule(kind, intent, frozenset(sources), target, doc, writes)
+    return Rule(kind, intent, frozenset(sources), target, doc, writes, takes_lease)
 
 
 E, T, W = Kind.EXECUTION, Kind.TASK_RUN, Kind.WORKFLOW
 RULES: dict[tuple[Kind, Intent], Rule] = {
     (r.kind, r.intent): r
     for r in (
-        _rule(E, Intent.START, {ES.PENDING}, ES.RUNNING, "a runner begins an accepted execution"),
+        _rule(
+            E,
+            Intent.START,
+            {ES.PENDING},
+            ES.RUNNING,
+            "a runner begins an accepted execution",
+            takes_lease=True,
+        ),
+        _rule(
+            E,
+            Intent.TAKE_OVER,
+            {ES.RUNNING},
+            ES.RUNNING,
+            "a runner goes on with an execution whose process stopped (its lease lapsed)",
+            takes_lease=True,
+        ),
         _rule(E, Intent.PAUSE, {ES.RUNNING}, ES.PAUSED, "it stops at the next task boundary"),
         _rule(E, Intent.RESUME, {ES.PAUSED}, ES.PENDING, "it waits for a runner again"),
         _rule(
@@ -214,6 +237,8 @@ def _guarded_update(table: Table) -> Update:
 
 
 _MOVES: dict[Kind, Update] = {kind: _guarded_update(table) for kind, table in _TABLES.items()}
+_LEASING_MOVE = _guarded_update(_TABLES[E]).where(free_for()).values(TAKE_LEASE)
+assert all(r.kind is E for r in RULES.values() if r.takes_lease), "only executions are leased"
 
 
 def move_params(rule: Rule, **values: Any) -> dict[str, Any]:
@@ -221,12 +246,24 @@ def move_params(rule: Rule, **values: Any) -> dict[str, Any]:
     return {"status": rule.target, **rule.writes(), **values}
 
 
-async def move(writer: Writer, kind: Kind, ident: int, intent: Intent, **values: Any) -> bool:
+async def move(
+    writer: Writer,
+    kind: Kind,
+    ident: int,
+    intent: Intent,
+    *,
+    owner: str | None = None,
+    **values: Any,
+) -> bool:
     """Apply the rule for `intent` to one row: True if it moved, False if its status was not
-    one the rule leaves from (someone else won, or the request does not apply)."""
+    one the rule leaves from (someone else won, or the request does not apply), or if the rule
+    takes the lease for process `owner` and another live process holds it."""
     rule = RULES[kind, intent]
-    result = await writer.execute(
-        _MOVES[kind],
-        {"b_id": ident, "b_from": sorted(rule.sources), **move_params(rule, **values)},
-    )
+    params = {"b_id": ident, "b_from": sorted(rule.sources), **move_params(rule, **values)}
+    statement = _MOVES[kind]
+    if rule.takes_lease:
+        if owner is None:
+            raise ValueError(f"{intent.value} takes the execution's lease: name its owner")
+        statement, params["b_owner"] = _LEASING_MOVE, owner
+    result = await writer.execute(statement, params)
     return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -3,6 +3,9 @@
 The runner never holds a database connection while a model answers. Every status it writes goes
 through the state rules (`engine/rules.py`), so a cancel or pause that lands while a call is in
 flight wins cleanly; control requests are honoured at task boundaries.
+
+A runner holds the execution's lease for its process from its begin to its end (`engine/lease.py`)
+and writes nothing once another process has taken it over.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from crew_platform.db import utcnow
 from crew_platform.engine.control import cancel_open_runs, cancel_runs_by_request
 from crew_platform.engine.journal import EXECUTIONS, Journal
 from crew_platform.engine.lane import StoreLane
+from crew_platform.engine.lease import LeaseLost, release
 from crew_platform.engine.loading import (
     HEAD_COLUMNS,
     WORKFLOWS,
@@ -62,12 +66,16 @@ class ExecutionRunner:
         gateway: LLMGateway,
         toolbox: Toolbox | None = None,
         *,
+        owner: str,
         tool_timeout: float = 30.0,
     ) -> None:
+        """`owner`: the id of this process, which holds the leases of what it runs."""
         self._lane = StoreLane(sessionmaker)
         self._bus = bus
         self._gateway = gateway
-        self._step = Step(self._lane, bus, ToolLoop(gateway, toolbox, timeout=tool_timeout))
+        self.owner = owner
+        loop = ToolLoop(gateway, toolbox, timeout=tool_timeout)
+        self._step = Step(self._lane, bus, loop, owner=owner)
 
     @property
     def bus(self) -> EventBus:
@@ -85,26 +93,27 @@ class ExecutionRunner:
                 step=lambda task_id: self._step.run(state, task_id),
                 control=control,
             )
-            if schedule.outcome is Outcome.STOPPED:
-                return
             if schedule.outcome is Outcome.FAILED:
                 await self._skip(state, schedule.not_run)
-            await self._finish(state, schedule.outcome, schedule.failure)
+            await self._end(state, control, schedule.outcome, schedule.failure)
+        except LeaseLost:
+            self._lost(execution_id)
         except asyncio.CancelledError:
             if control.cancel_requested:
-                await asyncio.shield(self._abandon_runs(state))
+                await asyncio.shield(self._abandon_runs(state, control))
             raise
         except Exception as exc:
             log.exception("execution %s crashed", execution_id)
             failure = f"INTERNAL_ERROR: {_first_line(exc)} (details in the server log)"
-            await self._finish(state, Outcome.FAILED, failure)
+            await self._end(state, control, Outcome.FAILED, failure)
 
     async def _begin(self, execution_id: int, control: Control) -> RunState | None:
-        """Take the execution over: a first start moves it to running; a resume (after a pause
-        or a retry) does too and closes runs an earlier runner left open; a running one was
-        interrupted by a stopped process and goes on from its last stored answer."""
+        """Take the execution over, and its lease with it: a first start moves it to running; a
+        resume (after a pause or a retry) does too and closes runs an earlier runner left open;
+        a running one was interrupted by a stopped process and goes on from its last stored
+        answer. None (nothing written) when another live process holds it."""
         async with self._lane.connect() as conn:
-            journal = Journal(conn, self._bus)
+            journal = Journal(conn, self._bus, owner=self.owner)
             found = (await conn.execute(_BEGIN, {"b_execution": execution_id})).first()
             if found is None:
                 return None
@@ -137,9 +146,8 @@ class ExecutionRunner:
                     await conn.commit()
                     return None
             else:
-                if not interrupted and not await move(
-                    conn, Kind.EXECUTION, execution_id, Intent.START
-                ):
+                intent = Intent.TAKE_OVER if interrupted else Intent.START
+                if not await move(conn, Kind.EXECUTION, execution_id, intent, owner=self.owner):
                     await conn.commit()
                     return None
                 await cancel_open_runs(
@@ -158,12 +166,14 @@ class ExecutionRunner:
                             status=ES.RUNNING,
                             data={"reason": "recovered after restart"},
                         ),
-                        f"Execution {execution_id} resumed after a restart",
+                        f"Execution {execution_id} resumed after a restart, by process "
+                        f"{self.owner}",
                     )
             unrunnable = self._cannot_start(state)
             await journal.commit()
+        control.leased = True
         if unrunnable:
-            await self._finish(state, Outcome.FAILED, unrunnable)
+            await self._end(state, control, Outcome.FAILED, unrunnable)
             return None
         return state
 
@@ -191,7 +201,7 @@ class ExecutionRunner:
         for _ in range(2):  # once more if a task is deleted between the check and the insert
             async with self._lane.session() as session:
                 existing = set(await session.scalars(select(Task.id).where(Task.id.in_(todo))))
-                journal = Journal(session, self._bus)
+                journal = Journal(session, self._bus, owner=self.owner)
                 for task_id in (t for t in todo if t in existing):
                     session.add(
                         TaskRun(
@@ -216,12 +226,20 @@ class ExecutionRunner:
                 state.attempts[task_id] = state.attempts.get(task_id, 0) + 1
             return
 
-    async def _finish(self, state: RunState, outcome: Outcome, failure: str | None) -> None:
+    async def _end(
+        self, state: RunState, control: Control, outcome: Outcome, failure: str | None
+    ) -> None:
+        """Finish the execution, letting its lease go in the same write; when it is no longer
+        running (paused, cancelled) or no longer ours, only let the lease go."""
+        if outcome is Outcome.STOPPED or not await self._finish(state, outcome, failure):
+            await self._let_go(state, control)
+
+    async def _finish(self, state: RunState, outcome: Outcome, failure: str | None) -> bool:
         output = state.output()
         async with self._lane.connect() as conn:
-            journal = Journal(conn, self._bus)
+            journal = Journal(conn, self._bus, owner=self.owner)
             if outcome is Outcome.COMPLETED:
-                await journal.record_move(
+                recorded = await journal.record_move(
                     event_of(
                         state,
                         EventType.WORKFLOW_COMPLETED,
@@ -232,10 +250,11 @@ class ExecutionRunner:
                     Intent.COMPLETE,
                     output_data=output,
                     error_message=None,
+                    lease_owner=None,
                 )
             else:
                 error = failure or "failed"
-                await journal.record_move(
+                recorded = await journal.record_move(
                     event_of(
                         state, EventType.WORKFLOW_FAILED, status=ES.FAILED, data={"error": error}
                     ),
@@ -243,17 +262,42 @@ class ExecutionRunner:
                     Intent.FAIL,
                     output_data=output,
                     error_message=error,
+                    lease_owner=None,
                 )
             await journal.commit()
+        return recorded is not None
 
-    async def _abandon_runs(self, state: RunState) -> None:
-        """After a user cancel: whatever was still running is cancelled, not left dangling."""
+    async def _let_go(self, state: RunState, control: Control) -> None:
+        async with self._lane.connect() as conn:
+            status = await release(conn, state.execution_id, self.owner)
+            await conn.commit()
+        self._after_release(state.execution_id, status, control)
+
+    def _after_release(self, execution_id: int, status: str | None, control: Control) -> None:
+        if status is None:
+            self._lost(execution_id)
+        elif status == ES.PENDING:
+            control.run_again = True
+
+    def _lost(self, execution_id: int) -> None:
+        log.warning(
+            "process %s lost the lease of execution %s (another process took it over, or the "
+            "execution was deleted): it stops running it here",
+            self.owner,
+            execution_id,
+        )
+
+    async def _abandon_runs(self, state: RunState, control: Control) -> None:
+        """After a user cancel: whatever was still running is cancelled, not left dangling,
+        and the lease is let go."""
         async with self._lane.session() as session:
             journal = Journal(session, self._bus)
             await cancel_runs_by_request(
                 journal, execution_id=state.execution_id, workflow_id=state.workflow_id
             )
+            status = await release(session, state.execution_id, self.owner)
             await journal.commit()
+        self._after_release(state.execution_id, status, control)
 
 
 def _first_line(exc: BaseException, limit: int = 300) -> str:

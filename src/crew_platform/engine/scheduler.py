@@ -28,10 +28,19 @@ class Control:
     begun_at_seq: int | None = None
     """The execution's log position when this runner took it over: control events at or
     before it were meant for an earlier runner."""
+    leased: bool = False
+    """The runner holds the execution's lease (its begin committed)."""
+    lease_lost: bool = False
+    """Another process took the execution over: stop without writing anything."""
+    run_again: bool = False
+    """The runner let the execution go while it was pending again (resumed or retried
+    meanwhile, perhaps through another process): this process runs it again."""
 
     @property
     def should_stop(self) -> bool:
-        return self.pause_requested or self.cancel_requested or self.shutting_down
+        return (
+            self.pause_requested or self.cancel_requested or self.shutting_down or self.lease_lost
+        )
 
 
 class Outcome(Enum):

@@ -4,7 +4,8 @@ Whatever the workflow type, a step is these three moves. Opening is the task bou
 decides there whether the execution still runs (a pause or cancel taken by any process lands in
 the store). The model is called with no database connection held. Storing is guarded by the task
 run's state: a run cancelled meanwhile keeps its cancellation, and a task deleted meanwhile fails
-the step with a clear error, never touching another task's stored answer.
+the step with a clear error, never touching another task's stored answer. Every commit is also
+guarded by this process still holding the execution's lease (the journal's `owner`).
 """
 
 from __future__ import annotations
@@ -96,11 +97,12 @@ async def insert_run(journal: Journal, **values: Any) -> int | None:
 
 
 class Step:
-    def __init__(self, lane: StoreLane, bus: EventBus, loop: ToolLoop) -> None:
+    def __init__(self, lane: StoreLane, bus: EventBus, loop: ToolLoop, *, owner: str) -> None:
         self._lane = lane
         self._bus = bus
         self._loop = loop
-        self._reviews = Reviews(lane, bus)
+        self._owner = owner
+        self._reviews = Reviews(lane, bus, owner=owner)
 
     async def run(self, state: RunState, task_id: int) -> StepResult:
         review = None
@@ -131,7 +133,7 @@ class Step:
         agent_id = agent.agent_id if agent else None
         model = agent.model if agent else None
         async with self._lane.connect() as conn:
-            journal = Journal(conn, self._bus)
+            journal = Journal(conn, self._bus, owner=self._owner)
             started = await journal.record_if_running(
                 event_of(
                     state,
@@ -230,6 +232,7 @@ class Step:
             execution_id=state.execution_id,
             task_run_id=run.id,
             task_id=run.task_id,
+            owner=self._owner,
             event=lambda kind, data: event_of(
                 state,
                 kind,
@@ -422,7 +425,7 @@ class Step:
         """Move the open run by `intent` and record its event, in one commit; False (nothing
         written) when the run was closed meanwhile."""
         async with self._lane.connect() as conn:
-            journal = Journal(conn, self._bus)
+            journal = Journal(conn, self._bus, owner=self._owner)
             if not await move(conn, Kind.TASK_RUN, run.id, intent, **values):
                 await journal.rollback()
                 return False
@@ -442,7 +445,7 @@ class Step:
     async def _task_gone(self, state: RunState, task_id: int) -> StepResult:
         """The task was deleted during the run: the step fails saying so, in its own commit."""
         async with self._lane.connect() as conn:
-            journal = Journal(conn, self._bus)
+            journal = Journal(conn, self._bus, owner=self._owner)
             recorded = await journal.record_if_running(
                 event_of(
                     state,

@@ -68,19 +68,22 @@ class StoredCallLog:
         execution_id: int,
         task_run_id: int,
         task_id: int,
+        owner: str,
         event: Callable[..., Event],
     ) -> None:
-        """`event(kind, data=...)` makes an event of this task run."""
+        """`event(kind, data=...)` makes an event of this task run; `owner` is the process
+        that must hold the execution's lease for anything to be recorded."""
         self._lane = lane
         self._bus = bus
         self._execution_id = execution_id
         self._run_id = task_run_id
         self._task_id = task_id
+        self._owner = owner
         self._event = event
 
     async def started(self, calls: Sequence[CallRecord]) -> None:
         async with self._lane.connect() as conn:
-            journal = Journal(conn, self._bus)
+            journal = Journal(conn, self._bus, owner=self._owner)
             await conn.execute(
                 insert(ToolCall),
                 [
@@ -107,7 +110,7 @@ class StoredCallLog:
     async def finished(self, call: CallRecord) -> None:
         result = call.result or ""
         async with self._lane.connect() as conn:
-            journal = Journal(conn, self._bus)
+            journal = Journal(conn, self._bus, owner=self._owner)
             await conn.execute(
                 update(ToolCall)
                 .where(

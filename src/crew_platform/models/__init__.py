@@ -9,6 +9,7 @@ from crew_platform.models.tables import (
     TaskRun,
     Tool,
     ToolCall,
+    Worker,
     Workflow,
 )
 
@@ -21,5 +22,6 @@ __all__ = [
     "TaskRun",
     "Tool",
     "ToolCall",
+    "Worker",
     "Workflow",
 ]

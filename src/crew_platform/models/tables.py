@@ -21,6 +21,7 @@ from crew_platform.common.limits import (
     CALL_ID_LENGTH,
     EVENT_LENGTH,
     NAME_LENGTH,
+    PROCESS_ID_LENGTH,
     STATE_LENGTH,
     STATUS_LENGTH,
     TASK_TYPE_LENGTH,
@@ -116,6 +117,24 @@ class Execution(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    lease_owner: Mapped[str | None] = mapped_column(String(PROCESS_ID_LENGTH))
+    """The process whose runner holds this execution (`workers.id`); None once it let go."""
+    leased_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Worker(Base):
+    """A live (or lately live) process that runs executions. Its leases last until `expires_at`,
+    which its heartbeat keeps pushing on; both times are the database's clock."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(PROCESS_ID_LENGTH), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(STATE_LENGTH))
+    host: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class TaskRun(Base):

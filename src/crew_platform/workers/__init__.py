@@ -1,0 +1,1 @@
+"""The processes running executions, as an operator sees them (`GET /api/v1/workers`)."""
