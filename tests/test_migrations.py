@@ -36,6 +36,7 @@ TABLES = {
     "tools",
     "mcp_servers",
     "tool_calls",
+    "api_keys",
 }
 
 
