@@ -217,13 +217,12 @@ class JwtVerifier:
         algorithm = header.get("alg")
         if not isinstance(algorithm, str) or algorithm.lower() == "none":
             raise invalid("algorithm", "unsigned tokens (alg none) are refused")
-        kid = header.get("kid")
-        keys = [
-            key
-            for key in await self._candidates(kid if isinstance(kid, str) else None)
-            if algorithm in key.algorithms
-        ]
+        kid = header.get("kid") if isinstance(header.get("kid"), str) else None
+        candidates = await self._candidates(kid)
+        keys = [key for key in candidates if algorithm in key.algorithms]
         if not keys:
+            if self.jwks is not None and kid is not None and len(candidates) == len(self._static):
+                raise invalid("unknown_key", "its key id (kid) names none of the signing keys")
             raise invalid("algorithm", f"no configured key verifies {algorithm} tokens")
         for key in keys:
             try:
