@@ -65,6 +65,9 @@ def _install_edge(app: FastAPI, settings: Settings) -> None:
         limits = RateLimits(settings)
     if authenticated(settings):
         from crew_platform.auth.middleware import AuthMiddleware
+        from crew_platform.edge.log_redaction import install_log_redaction
+
+        install_log_redaction(settings)
         from crew_platform.auth.openapi import document_security
 
         app.add_middleware(AuthMiddleware, settings=settings, limits=limits)

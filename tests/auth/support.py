@@ -159,7 +159,9 @@ class WebSocketClosed(Exception):
 class AsgiWebSocket:
     """Drives the app's WebSocket endpoint in this event loop, as a server would."""
 
-    def __init__(self, app: Any, path: str, headers: dict[str, str]) -> None:
+    def __init__(
+        self, app: Any, path: str, headers: dict[str, str], client: str = "127.0.0.1"
+    ) -> None:
         self._to_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._from_app: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.scope = {
@@ -172,7 +174,7 @@ class AsgiWebSocket:
             "root_path": "",
             "query_string": b"",
             "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
-            "client": ("127.0.0.1", 50000),
+            "client": (client, 50000),
             "server": ("testserver", 80),
             "subprotocols": [],
             "state": {},
@@ -221,9 +223,9 @@ class AsgiWebSocket:
 
 @asynccontextmanager
 async def websocket(
-    app: Any, path: str = "/ws/", headers: dict[str, str] | None = None
+    app: Any, path: str = "/ws/", headers: dict[str, str] | None = None, client: str = "127.0.0.1"
 ) -> AsyncIterator[AsgiWebSocket]:
-    ws = AsgiWebSocket(app, path, headers or {})
+    ws = AsgiWebSocket(app, path, headers or {}, client)
     try:
         yield ws
     finally:

@@ -143,6 +143,7 @@ def credential_cases(keys: dict[str, str]) -> list[Case]:
     ]
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])  # credentials: one backend is enough
 async def test_every_route_refuses_every_bad_credential_and_changes_nothing(
     auth_app: Any,
     http: httpx.AsyncClient,
@@ -288,6 +289,7 @@ async def test_a_right_credential_passes_on_every_route(
 # -- WebSocket ---------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("backend", ["sqlite"])
 async def test_websocket_refuses_bad_credentials_in_a_header_or_the_first_message(
     auth_app: Any, http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -102,6 +102,8 @@ EXPECTED = [
     ("DELETE", "/api/v1/mcp-servers/{server_id}", Scope.WRITE),
     ("GET", "/api/v1/models/", Scope.READ),
     ("HEAD", "/api/v1/agents/", Scope.READ),
+    ("GET", "/openapi.json", Scope.READ),
+    ("GET", "/docs/static/swagger-ui.css", Scope.READ),
 ]
 
 

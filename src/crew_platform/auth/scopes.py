@@ -43,6 +43,8 @@ RULES: tuple[Rule, ...] = (
     _rule("GET HEAD", r"/api/v1(?:/.*)?", Scope.READ),
     # Live events.
     _rule(WEBSOCKET, r"/ws/?", Scope.READ),
+    # The API docs, when AUTH_DOCS_PUBLIC=false (else they are not authenticated at all).
+    _rule("GET HEAD", r"/(?:docs|redoc|openapi\.json)(?:/.*)?", Scope.READ),
 )
 
 
