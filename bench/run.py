@@ -31,6 +31,7 @@ def _scenarios() -> list[tuple[int, str, Callable[[Context, dict[str, bool]], Sc
         s4_events,
         s5_footprint,
         s6_tools,
+        s7_auth,
     )
 
     return [
@@ -40,6 +41,7 @@ def _scenarios() -> list[tuple[int, str, Callable[[Context, dict[str, bool]], Sc
         (4, "Event latency and fan-out", s4_events.run),
         (5, "Footprint", s5_footprint.run),
         (6, "Overhead per tool round trip, side by side", s6_tools.run),
+        (7, "Cost of authentication per request", s7_auth.run),
     ]
 
 

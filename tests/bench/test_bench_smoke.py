@@ -22,6 +22,7 @@ SCENARIOS = {
     4: "Event latency and fan-out",
     5: "Footprint",
     6: "Overhead per tool round trip, side by side",
+    7: "Cost of authentication per request",
 }
 
 
