@@ -4,10 +4,11 @@
 processes side by side: AUTH_MODE=none; AUTH_MODE=jwt (HS256 secret, RSA public key, API keys
 cached API_KEY_CACHE_SECONDS=5); AUTH_MODE=api_key with API_KEY_CACHE_SECONDS=0 (the key's
 row read on every request). Variants are interleaved run by run, so a change in the machine's
-load hits them alike. Three measures: sequential requests on one keep-alive connection (the
-latency a client sees: its difference to `none` is the cost of authentication); 32
-connections at once (requests/s of one process); and `Authenticator.authenticate` alone,
-in-process (no HTTP, no routing).
+load hits them alike. Four measures: the server process's CPU time per request over a run of
+sequential requests on one keep-alive connection (the least disturbed by other work on a shared
+machine: its difference to `none` is the cost of authentication); the median latency of those
+requests; requests/s with 32 connections at once; and `Authenticator.authenticate` alone,
+in-process (no HTTP, no routing), for a token seen for the first time and for one seen before.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 import httpx
 
 from bench import s3_throughput
-from bench.common import Context, Server, fmt, median, sqlite_url
+from bench.common import Context, Server, cpu_seconds, fmt, median, sqlite_url
 from bench.report import ScenarioResult, Table
 
 CREATE_KEY = ["api-key", "create", "--name", "bench", "--scopes", "read"]
@@ -51,14 +52,11 @@ def _rsa_pair() -> tuple[Any, str]:
     return key, pem.decode()
 
 
-def _tokens(private_key: Any) -> tuple[str, str]:
+def _token(key: Any, algorithm: str, jti: int = 0) -> str:
     import jwt
 
-    claims = {"sub": "bench", "scope": "read", "exp": int(time.time()) + 3600}
-    return (
-        jwt.encode(claims, SECRET, algorithm="HS256"),
-        jwt.encode(claims, private_key, algorithm="RS256"),
-    )
+    claims = {"sub": "bench", "scope": "read", "exp": int(time.time()) + 3600, "jti": str(jti)}
+    return jwt.encode(claims, key, algorithm=algorithm)
 
 
 def _api_key(database_url: str, ctx: Context) -> str:
@@ -77,22 +75,26 @@ def _api_key(database_url: str, ctx: Context) -> str:
     return done.stdout.strip()
 
 
-def _sequential_ms(url: str, headers: dict[str, str], n: int) -> float:
-    """Median latency of `n` requests one after the other on one keep-alive connection."""
+def _sequential(server: Server, url: str, headers: dict[str, str], n: int) -> tuple[float, float]:
+    """(median latency ms, server CPU µs per request) of `n` requests one after the other on
+    one keep-alive connection."""
     latencies = []
     with httpx.Client(headers=headers, timeout=30) as client:
         client.get(url).raise_for_status()
+        cpu_before = cpu_seconds(server.pid)
         for _ in range(n):
             began = time.perf_counter()
             response = client.get(url)
             latencies.append(time.perf_counter() - began)
             if response.status_code != 200:
                 raise RuntimeError(f"{url}: {response.status_code} {response.text[:200]}")
-    return median(latencies) * 1000
+        cpu = cpu_seconds(server.pid) - cpu_before
+    return median(latencies) * 1000, cpu / n * 1e6
 
 
-async def _authenticate_us(settings: Any, credential: str, n: int) -> float:
-    """Median microseconds of one `authenticate` call, in-process."""
+async def _authenticate_us(settings: Any, credentials: list[str], n: int) -> float:
+    """Median microseconds of one `authenticate` call, in-process, cycling through
+    `credentials` (n different tokens: each verified for the first time)."""
     from crew_platform.auth.authenticator import Authenticator
     from crew_platform.db import create_engine
     from crew_platform.reads import create_reads
@@ -101,9 +103,10 @@ async def _authenticate_us(settings: Any, credential: str, n: int) -> float:
     reads = create_reads(settings, engine)
     try:
         authenticator = Authenticator(settings, reads)
-        await authenticator.authenticate(credential)
+        await authenticator.authenticate(credentials[-1])
         timings = []
-        for _ in range(n):
+        for i in range(n):
+            credential = credentials[i % len(credentials)]
             began = time.perf_counter()
             await authenticator.authenticate(credential)
             timings.append(time.perf_counter() - began)
@@ -121,7 +124,7 @@ def run(ctx: Context, peers_ready: dict[str, bool]) -> ScenarioResult:
     in_process_n = 50 if ctx.smoke else 5000
     url = sqlite_url(ctx.workdir, "s7")
     private_key, public_pem = _rsa_pair()
-    hs_token, rs_token = _tokens(private_key)
+    hs_token, rs_token = _token(SECRET, "HS256"), _token(private_key, "RS256")
     key = _api_key(url, ctx)
     jwt_env = {
         "AUTH_MODE": "jwt",
@@ -149,6 +152,7 @@ def run(ctx: Context, peers_ready: dict[str, bool]) -> ScenarioResult:
     ]
     wrk = s3_throughput.find_wrk(ctx)
     sequential: dict[str, list[float]] = {v.label: [] for v in variants}
+    cpu: dict[str, list[float]] = {v.label: [] for v in variants}
     throughput: dict[str, list[float]] = {v.label: [] for v in variants}
     with contextlib.ExitStack() as stack:
         servers: dict[str, Server] = {}
@@ -165,14 +169,16 @@ def run(ctx: Context, peers_ready: dict[str, bool]) -> ScenarioResult:
         time.sleep(0 if ctx.smoke else 3)
         for variant in variants:
             target = f"{servers[variant.server].base_url}/api/v1/agents/{agent_id}"
-            _sequential_ms(target, variant.headers, 20 if ctx.smoke else 300)
+            _sequential(servers[variant.server], target, variant.headers, 20 if ctx.smoke else 300)
         for rep in range(reps):
             for variant in variants:
                 target = f"{servers[variant.server].base_url}/api/v1/agents/{agent_id}"
                 ctx.log(f"s7 rep {rep + 1}/{reps}: {variant.label}")
-                sequential[variant.label].append(
-                    _sequential_ms(target, variant.headers, sequential_n)
+                latency, cpu_us = _sequential(
+                    servers[variant.server], target, variant.headers, sequential_n
                 )
+                sequential[variant.label].append(latency)
+                cpu[variant.label].append(cpu_us)
                 got = (
                     s3_throughput.run_wrk(wrk, target, load_seconds, ctx, False, variant.headers)
                     if wrk
@@ -187,32 +193,46 @@ def run(ctx: Context, peers_ready: dict[str, bool]) -> ScenarioResult:
     def settings(**values: Any) -> Settings:
         return Settings(database_url=url, api_key_secret=KEY_SECRET, **values)
 
-    in_process: list[tuple[str, Callable[[], Settings], str]] = [
-        ("JWT HS256", lambda: settings(auth_mode="jwt", jwt_secret=SECRET), hs_token),
-        ("JWT RS256", lambda: settings(auth_mode="jwt", jwt_public_key=public_pem), rs_token),
-        ("API key, cached", lambda: settings(auth_mode="api_key"), key),
+    fresh = max(in_process_n // 10, 10)
+    hs_fresh = [_token(SECRET, "HS256", i) for i in range(fresh)]
+    rs_fresh = [_token(private_key, "RS256", i) for i in range(fresh)]
+    in_process: list[tuple[str, Callable[[], Settings], list[str], int]] = [
+        ("JWT HS256, each token new", lambda: settings(auth_mode="jwt", jwt_secret=SECRET),
+         hs_fresh, fresh),
+        ("JWT HS256, token seen before", lambda: settings(auth_mode="jwt", jwt_secret=SECRET),
+         [hs_token], in_process_n),
+        ("JWT RS256, each token new",
+         lambda: settings(auth_mode="jwt", jwt_public_key=public_pem), rs_fresh, fresh),
+        ("JWT RS256, token seen before",
+         lambda: settings(auth_mode="jwt", jwt_public_key=public_pem), [rs_token], in_process_n),
+        ("API key, cached", lambda: settings(auth_mode="api_key"), [key], in_process_n),
         (
             "API key, row read per call",
             lambda: settings(auth_mode="api_key", api_key_cache_seconds=0),
-            key,
+            [key],
+            in_process_n,
         ),
-    ]
+    ]  # fmt: skip
     micro = {
-        label: asyncio.run(_authenticate_us(make(), credential, in_process_n))
-        for label, make, credential in in_process
+        label: asyncio.run(_authenticate_us(make(), credentials, n))
+        for label, make, credentials, n in in_process
     }
 
+    base_cpu = median(cpu[variants[0].label])
     base_ms = median(sequential[variants[0].label])
     base_rps = median(throughput[variants[0].label])
     rows = []
     for variant in variants:
+        cpu_us = median(cpu[variant.label])
         ms, rps = median(sequential[variant.label]), median(throughput[variant.label])
         rows.append(
             [
                 variant.label,
+                fmt(cpu_us, 0),
+                f"{cpu_us / base_cpu:.2f}x",
+                f"{cpu_us - base_cpu:+.0f}",
                 fmt(ms, 3),
                 f"{ms / base_ms:.2f}x",
-                f"{(ms - base_ms) * 1000:+.0f}",
                 fmt(rps, 0),
                 f"{rps / base_rps:.2f}x",
             ]
@@ -220,18 +240,23 @@ def run(ctx: Context, peers_ready: dict[str, bool]) -> ScenarioResult:
     tool = "wrk" if wrk else "the httpx load generator (bench/loadgen.py)"
     result.notes.append(
         f"GET /api/v1/agents/{{id}} on SQLite, three server processes (one per configuration) "
-        f"on one database. Sequential: {sequential_n} requests on one keep-alive connection, "
-        f"median latency; concurrent: {tool}, 32 connections, {load_seconds} s. Medians of "
-        f"{reps} interleaved run(s); ratios against AUTH_MODE=none."
+        f"on one database. Sequential: {sequential_n} requests on one keep-alive connection: "
+        f"the server process's CPU time per request (/proc, user + system) and the median "
+        f"latency; concurrent: {tool}, 32 connections, {load_seconds} s. Medians of "
+        f"{reps} interleaved run(s); ratios against AUTH_MODE=none; `auth µs` = CPU per "
+        "request minus that of AUTH_MODE=none. The same token is sent with every request, as "
+        "clients do: a verified JWT is remembered up to 60 s (never past its exp)."
     )
     result.tables.append(
         Table(
             "Per request, over HTTP",
             [
                 "credential",
+                "server CPU µs/request",
+                "vs none",
+                "auth µs",
                 "latency ms",
                 "vs none",
-                "cost µs",
                 "requests/s (32 conn.)",
                 "vs none",
             ],
@@ -240,13 +265,15 @@ def run(ctx: Context, peers_ready: dict[str, bool]) -> ScenarioResult:
     )
     result.tables.append(
         Table(
-            f"`Authenticator.authenticate` alone, in-process ({in_process_n} calls, median)",
+            "`Authenticator.authenticate` alone, in-process (median of "
+            f"{in_process_n} calls; {fresh} for new tokens)",
             ["credential", "µs per call"],
             [[label, fmt(value, 1)] for label, value in micro.items()],
         )
     )
     result.raw = {
         "sequential_ms": sequential,
+        "server_cpu_us_per_request": cpu,
         "throughput_rps": throughput,
         "authenticate_us": micro,
         "tool": tool,

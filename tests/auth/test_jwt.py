@@ -146,7 +146,7 @@ async def test_jwks_over_http_rotates_on_an_unknown_kid() -> None:
         assert server.requests == 2
         ec_token = jwt.encode(claims("ann"), ec_key(), algorithm="ES256", headers={"kid": "ec"})
         assert (await verifier.verify(ec_token)).subject == "ann"
-        retired = rs256(claims("ann"), rsa_key("one"), "one")
+        retired = rs256(claims("ann", jti="not seen before"), rsa_key("one"), "one")
         assert await reason_of(verifier, retired) == "unknown_key"
 
 
@@ -206,3 +206,32 @@ def test_settings_refuse_what_cannot_work() -> None:
     ):
         with pytest.raises(ValueError):
             Settings(database_url="sqlite://", **values)
+
+
+async def test_a_verified_token_is_remembered_but_never_past_its_exp(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from crew_platform.auth import jwt_tokens
+
+    decoded: list[str] = []
+    real_decode = jwt.decode
+
+    def counting_decode(token: str, *args: Any, **kwargs: Any) -> Any:
+        decoded.append(token)
+        return real_decode(token, *args, **kwargs)
+
+    monkeypatch.setattr(jwt_tokens.jwt, "decode", counting_decode)
+    verifier = JwtVerifier(settings(jwt_secret=HS_SECRET, jwt_leeway_seconds=0))
+    now = time.time()
+    token = jwt.encode(claims("ann", exp=int(now) + 30), HS_SECRET, algorithm="HS256")
+    other = jwt.encode(claims("bob"), HS_SECRET, algorithm="HS256")
+    clock = [now]  # `time` is the module PyJWT's clock does not read (it uses datetime)
+    monkeypatch.setattr(jwt_tokens.time, "time", lambda: clock[0])
+    for _ in range(3):
+        assert (await verifier.verify(token)).subject == "ann"
+    assert len(decoded) == 1
+    clock[0] = now + 31  # past exp: verified again (and PyJWT's own clock still says valid)
+    assert (await verifier.verify(token)).subject == "ann"
+    assert len(decoded) == 2
+    assert (await verifier.verify(other)).subject == "bob"  # one entry per token
+    assert await reason_of(verifier, token[:-4] + "AAAA") == "signature"

@@ -328,7 +328,8 @@ async def test_websocket_refuses_bad_credentials_in_a_header_or_the_first_messag
         assert await closed_with(path, {}) == 4401  # nothing within WS_AUTH_SECONDS
         for first in ({"type": "ping"}, {"type": "auth"}, {"type": "auth", "token": 1}):
             assert await closed_with(path, {}, first) == 4401, first
-        assert await closed_with(path, {}, {"type": "subscribe_workflow", "workflow_id": 1})
+        unauthenticated = {"type": "subscribe_workflow", "workflow_id": alice.workflow}
+        assert await closed_with(path, {}, unauthenticated) == 4401
 
     await check_each(websocket_routes(auth_app), check)
 

@@ -10,6 +10,7 @@ before any claim, so a forged token learns nothing about the claims it would nee
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
@@ -39,6 +40,12 @@ JWKS_MAX_AGE_SECONDS = 3600.0
 JWKS_MIN_REFRESH_SECONDS = 10.0
 """An unknown `kid` fetches the key set again, at most once this often (tokens with made-up
 kids must not turn into a flood of requests to the identity provider)."""
+VERIFIED_SECONDS = 60.0
+"""A token that verified is taken again without verifying it for this long, never past its
+`exp` (plus the leeway): clients send the same token with every request, and verifying costs
+more than the rest of a simple request (bench scenario 7). A key removed from the JWKS thus
+stops tokens already seen within this time."""
+VERIFIED_MAX_ENTRIES = 10_000
 
 
 @dataclass(frozen=True)
@@ -208,8 +215,23 @@ class JwtVerifier:
         self._issuer = settings.jwt_issuer
         self._audience = settings.jwt_audience
         self._leeway = settings.jwt_leeway_seconds
+        self._verified: dict[bytes, tuple[float, Principal]] = {}
+        """sha256(token) -> (until when, its principal)."""
 
     async def verify(self, token: str) -> Principal:
+        digest = hashlib.sha256(token.encode()).digest()  # the cache keeps no token
+        now = time.time()
+        remembered = self._verified.get(digest)
+        if remembered is not None and remembered[0] > now:
+            return remembered[1]
+        principal, expires = await self._verify(token)
+        if len(self._verified) >= VERIFIED_MAX_ENTRIES:
+            self._verified.clear()
+        self._verified[digest] = (min(expires + self._leeway, now + VERIFIED_SECONDS), principal)
+        return principal
+
+    async def _verify(self, token: str) -> tuple[Principal, float]:
+        """The principal and the token's `exp`."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -242,7 +264,7 @@ class JwtVerifier:
                 continue
             except jwt.PyJWTError as exc:
                 raise self._claim_error(exc) from None
-            return principal_of(claims)
+            return principal_of(claims), float(claims["exp"])
         raise invalid("signature", "the signature does not verify")
 
     async def _candidates(self, kid: str | None) -> list[VerificationKey]:

@@ -103,7 +103,7 @@ class AuthMiddleware:
 
     def _client(self, scope: Scope) -> str:
         if self.limits is None:
-            return "unknown"
+            return str((scope.get("client") or ("unknown", 0))[0])
         return self.limits.client_ip(scope)
 
     async def _locked_out(self, client: str) -> Verdict | None:
