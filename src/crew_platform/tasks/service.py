@@ -78,12 +78,8 @@ async def read_task(session: AsyncSession, task_id: int) -> TaskRead:
 
 
 async def workflow_tasks(session: AsyncSession, workflow_id: int) -> list[TaskRead]:
-    if (
-        await session.scalar(
-            owned(select(Workflow.id), Workflow.created_by).where(Workflow.id == workflow_id)
-        )
-        is None
-    ):
+    exists = owned(select(Workflow.id), Workflow.created_by).where(Workflow.id == workflow_id)
+    if await session.scalar(exists) is None:
         raise NotFound.resource("Workflow", workflow_id)
     rows = await session.execute(ordered(_with_status().where(Task.workflow_id == workflow_id)))
     return [_read(r) for r in rows.all()]
