@@ -4,11 +4,13 @@ mode `api_key` (JWTs refused there)."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -16,10 +18,13 @@ from asgi_lifespan import LifespanManager
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from crew_platform import cli as cli_module
 from crew_platform.app import create_app
 from crew_platform.auth.api_keys import parse_scope_list, revoke_key
+from crew_platform.cli import main
 from crew_platform.devtools.llm_stub import StubServer
 from crew_platform.errors import ValidationFailed
+from crew_platform.settings import get_settings
 from tests.api import assert_error
 from tests.auth.conftest import api_key, auth_settings, client_of, token_of
 from tests.auth.support import API_KEY_SECRET
@@ -51,8 +56,13 @@ async def stored(database_url: str) -> list[Any]:
 
 
 async def test_cli_creates_lists_and_revokes_and_stores_only_an_hmac(
-    database_url: str, stub: StubServer
+    database_url: str,
+    stub: StubServer,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    """`create` and `revoke` as processes of their own, as an operator runs them while the
+    server serves; `list` and the refusals in this process."""
     created = cli(database_url, "create", "--name", "ci", "--scopes", "read,execute")
     assert created.returncode == 0, created.stderr
     key = created.stdout.strip()
@@ -65,9 +75,10 @@ async def test_cli_creates_lists_and_revokes_and_stores_only_an_hmac(
     assert row["key_id"] in key and row["subject"] == "ci"
     assert row["scopes"] in (["read", "execute"], '["read", "execute"]')
 
-    listed = cli(database_url, "list", secret=None)
-    assert listed.returncode == 0 and "ci\t" in listed.stdout and "read,execute" in listed.stdout
-    assert key not in listed.stdout and row["key_hash"] not in listed.stdout
+    assert run_cli(monkeypatch, database_url, "list", secret=None) == 0
+    listed = capsys.readouterr().out
+    assert "ci\t" in listed and "read,execute" in listed
+    assert key not in listed and row["key_hash"] not in listed
 
     app = create_app(auth_settings(database_url, stub, auth_mode="api_key"))
     async with LifespanManager(app), client_of(app) as http:
@@ -86,23 +97,48 @@ async def test_cli_creates_lists_and_revokes_and_stores_only_an_hmac(
         assert revoked.returncode == 0, revoked.stderr
         after = await http.get("/api/v1/agents/", headers={"X-API-Key": key})
         assert assert_error(after, 401, "UNAUTHORIZED")["details"]["reason"] == "revoked"
-    assert cli(database_url, "revoke", "ci").returncode == 1
-    assert cli(database_url, "revoke", "nobody").returncode == 1
+    assert run_cli(monkeypatch, database_url, "revoke", "ci", secret=None) == 1
+    assert run_cli(monkeypatch, database_url, "revoke", "nobody", secret=None) == 1
+
+
+def run_cli(
+    monkeypatch: pytest.MonkeyPatch, database_url: str, *args: str, secret: str | None
+) -> int:
+    """`crew-platform api-key ...` in this process (quicker than a process per refusal)."""
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    if secret is None:
+        monkeypatch.delenv("API_KEY_SECRET", raising=False)
+    else:
+        monkeypatch.setenv("API_KEY_SECRET", secret)
+    monkeypatch.setattr(cli_module, "configure_logging", lambda level: None)
+    get_settings.cache_clear()
+    try:
+        with ThreadPoolExecutor(1) as thread:  # main() runs its own event loop
+            return thread.submit(main, ["api-key", *args]).result()
+    finally:
+        get_settings.cache_clear()
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
-async def test_cli_refusals(database_url: str) -> None:
-    no_secret = cli(database_url, "create", "--name", "x", "--scopes", "read", secret=None)
-    assert no_secret.returncode == 1 and "API_KEY_SECRET" in no_secret.stderr
-    bad_scope = cli(database_url, "create", "--name", "x", "--scopes", "read,root")
-    assert bad_scope.returncode == 1 and "root" in bad_scope.stderr
-    assert cli(database_url, "create", "--name", "x", "--scopes", "admin").returncode == 0
-    twice = cli(database_url, "create", "--name", "x", "--scopes", "read")
-    assert twice.returncode == 1 and "already exists" in twice.stderr
-    short = cli(database_url, "create", "--name", "y", "--scopes", "read", secret="short")
-    assert short.returncode == 2 and "API_KEY_SECRET" in short.stderr
-    assert "short" not in short.stderr.replace("API_KEY_SECRET", "")
-    assert len(await stored(database_url)) == 1
+def test_cli_refusals(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def refused(*args: str, secret: str | None = API_KEY_SECRET, code: int = 1) -> str:
+        assert run_cli(monkeypatch, database_url, *args, secret=secret) == code
+        captured = capsys.readouterr()
+        assert captured.out == ""  # no key printed
+        return captured.err
+
+    assert "API_KEY_SECRET" in refused("create", "--name", "x", "--scopes", "read", secret=None)
+    assert "root" in refused("create", "--name", "x", "--scopes", "read,root")
+    assert run_cli(monkeypatch, database_url, "create", "--name", "x", "--scopes", "admin",
+                   secret=API_KEY_SECRET) == 0  # fmt: skip
+    assert capsys.readouterr().out.startswith("crew_")
+    assert "already exists" in refused("create", "--name", "x", "--scopes", "read")
+    short = refused("create", "--name", "y", "--scopes", "read", secret="short", code=2)
+    assert "API_KEY_SECRET" in short and "short" not in short.replace("API_KEY_SECRET", "")
+    assert "no active key" in refused("revoke", "nobody")
+    assert len(asyncio.run(stored(database_url))) == 1
 
 
 async def test_a_key_under_another_server_secret_is_refused(
