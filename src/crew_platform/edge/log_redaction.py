@@ -12,6 +12,7 @@ tests check without this filter.)
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from crew_platform.llm.redact import redact
 from crew_platform.settings import Settings
@@ -25,11 +26,24 @@ class RedactingFilter(logging.Filter):
         self.secrets = secrets
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        cleaned = redact(message, self.secrets)
-        if cleaned != message:
-            record.msg, record.args = cleaned, None
+        """Redacts the arguments one by one, keeping the record's shape: uvicorn's access
+        formatter unpacks `args` (client, method, path, version, status)."""
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg, self.secrets)
+        if isinstance(record.args, tuple):
+            record.args = tuple(self._clean(arg) for arg in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {key: self._clean(arg) for key, arg in record.args.items()}
         return True
+
+    def _clean(self, value: Any) -> Any:
+        """`value`, or its text redacted when that text held a credential (a WebSocket frame
+        is an object whose text is the frame)."""
+        if value is None or isinstance(value, int | float):
+            return value
+        text = value if isinstance(value, str) else str(value)
+        cleaned = redact(text, self.secrets)
+        return value if cleaned == text else cleaned
 
 
 def configured_secrets(settings: Settings) -> list[str]:
