@@ -121,7 +121,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if authenticated(settings):
                 from crew_platform.auth.authenticator import Authenticator
 
-                app.state.authenticator = Authenticator(settings, reads)
+                with _startup_step("reading the JWT verification key (JWT_PUBLIC_KEY)"):
+                    app.state.authenticator = Authenticator(settings, reads)
             bus = create_bus(settings)
             stack.push_async_callback(bus.stop)  # also releases what a failed start() opened
             with _startup_step("connecting to the event bus (REDIS_URL)"):

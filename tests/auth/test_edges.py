@@ -143,3 +143,16 @@ async def test_without_ownership_everyone_sees_everything_but_created_by_is_kept
         assert seen.status_code == 200 and seen.json()["created_by"] == "alice"
         listed = await http.get("/api/v1/executions/", headers=token_of("bob"))
         assert [e["created_by"] for e in listed.json()] == ["alice"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+@pytest.mark.parametrize("value", ["/no/such/key.pem", "-----BEGIN PUBLIC KEY-----\nxx\n"])
+async def test_an_unreadable_public_key_stops_start_up_naming_the_setting(
+    database_url: str, stub: StubServer, value: str
+) -> None:
+    from crew_platform.app import StartupFailed
+
+    app = create_app(auth_settings(database_url, stub, jwt_public_key=value))
+    with pytest.raises(StartupFailed, match="JWT_PUBLIC_KEY"):
+        async with LifespanManager(app):
+            pass
