@@ -156,3 +156,27 @@ async def test_an_unreadable_public_key_stops_start_up_naming_the_setting(
     with pytest.raises(StartupFailed, match="JWT_PUBLIC_KEY"):
         async with LifespanManager(app):
             pass
+
+
+async def test_agents_cannot_run_another_owners_tools(auth_app: Any, http: Any) -> None:
+    alice = await create_owned(http, "alice")
+    bob = await create_owned(http, "bob")
+    as_bob = token_of("bob")
+    server = await http.get(f"/api/v1/mcp-servers/{alice.server}", headers=token_of("alice"))
+    assert server.status_code == 200
+    named = await http.put(
+        f"/api/v1/agents/{bob.agent}", json={"tools": [alice.tool, "calculator"]}, headers=as_bob
+    )
+    assert named.status_code == 200, named.text
+    for path, body in (
+        (f"/api/v1/agents/{bob.agent}/test", {"input": "hi"}),
+        (f"/api/v1/workflows/{bob.workflow}/execute", {}),
+        (f"/api/v1/tasks/{bob.task}/execute", {}),
+    ):
+        refused = await http.post(path, json=body, headers=as_bob)
+        error = assert_error(refused, 422, "TOOL_NOT_FOUND")
+        assert error["details"]["unknown_tools"] == [alice.tool], path
+    as_root = await http.post(
+        f"/api/v1/agents/{bob.agent}/test", json={"input": "hi"}, headers=token_of("r", "admin")
+    )
+    assert as_root.status_code == 200, as_root.text

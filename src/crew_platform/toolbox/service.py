@@ -76,6 +76,24 @@ async def _hidden_servers(session: AsyncSession) -> set[str]:
     return {name for name, created_by in rows if created_by != owner}
 
 
+async def _others_tools(session: AsyncSession, specs: Sequence[ToolSpec]) -> set[str]:
+    """The names among `specs` of other owners' HTTP tools and MCP servers' tools: for a
+    restricted caller they do not exist, so its agents cannot run them either."""
+    owner = current_owner()
+    if owner is None:
+        return set()
+    http = [spec.name for spec in specs if spec.source == ToolSource.HTTP]
+    rows = (
+        {row.name: row for row in await session.scalars(select(Tool).where(Tool.name.in_(http)))}
+        if http
+        else {}
+    )
+    hidden_servers = await _hidden_servers(session)
+    return {
+        spec.name for spec in specs if not _spec_visible(spec, rows.get(spec.name), hidden_servers)
+    }
+
+
 def _spec_visible(spec: ToolSpec, row: Tool | None, hidden_servers: set[str]) -> bool:
     """Built-in tools are everyone's; an HTTP tool is its creator's, an MCP tool its server's."""
     if spec.source == ToolSource.HTTP:
@@ -232,10 +250,10 @@ async def check_tools_named(
     if not names:
         return
     await session.commit()  # frees the connection for the toolbox's own session (see _lookup)
-    _, unknown = await toolbox.resolve(names)
-    if not unknown:
+    found, unknown = await toolbox.resolve(names)
+    missing = set(unknown) | await _others_tools(session, found)
+    if not missing:
         return
-    missing = set(unknown)
     per_agent = {
         agent_id: [tool for tool in tools if tool in missing]
         for agent_id, (_, tools) in agents.items()
