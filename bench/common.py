@@ -76,6 +76,12 @@ def spread(values: Sequence[float]) -> str:
     return f"{min(values):.4g}-{max(values):.4g}"
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def fmt(value: float | None, digits: int = 3) -> str:
     if value is None or value != value:  # NaN
         return "—"

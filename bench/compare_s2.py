@@ -19,7 +19,15 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.common import Server, Stub, median, migrate, postgres_database, temp_workdir
+from bench.common import (
+    Server,
+    Stub,
+    cpu_seconds,
+    median,
+    migrate,
+    postgres_database,
+    temp_workdir,
+)
 from bench.s2_concurrency import SERVER_ENV, Point, _burst
 
 ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -32,11 +40,6 @@ class Variant:
     point: Point = field(init=False)
     cpu_ms: list[float] = field(default_factory=list)
     loads: list[float] = field(default_factory=list)
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
     python -m bench.loadgen '{"url": ..., "method": "GET", "connections": 32, "seconds": 5}'
 
 Prints {"requests", "errors", "rps", "p50_ms", "p99_ms"}. POST bodies get a unique "name".
+`"headers": {...}` are sent with every request (e.g. a credential).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ async def load(config: dict[str, Any]) -> dict[str, Any]:
     errors = 0
     counter = 0
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+    headers = config.get("headers") or {}
+    async with httpx.AsyncClient(timeout=30, limits=limits, headers=headers) as client:
         began = time.perf_counter()
         stop = began + seconds
 

@@ -32,6 +32,7 @@ def _scenarios() -> list[tuple[int, str, Callable[[Context, dict[str, bool]], Sc
         s5_footprint,
         s6_tools,
         s7_hierarchical,
+        s8_auth,
     )
 
     return [
@@ -42,6 +43,7 @@ def _scenarios() -> list[tuple[int, str, Callable[[Context, dict[str, bool]], Sc
         (5, "Footprint", s5_footprint.run),
         (6, "Overhead per tool round trip, side by side", s6_tools.run),
         (7, "A hierarchical crew, side by side", s7_hierarchical.run),
+        (8, "Cost of authentication per request", s8_auth.run),
     ]
 
 

@@ -55,7 +55,7 @@ end
 """
 
 
-def _wrk(ctx: Context) -> str | None:
+def find_wrk(ctx: Context) -> str | None:
     found = shutil.which("wrk")
     if found or ctx.smoke:
         return found
@@ -76,8 +76,17 @@ def _ms(value: str) -> float:
     return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
-def _run_wrk(wrk: str, url: str, seconds: int, ctx: Context, post: bool) -> dict[str, Any]:
+def run_wrk(
+    wrk: str,
+    url: str,
+    seconds: int,
+    ctx: Context,
+    post: bool,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any]:
     args = [wrk, "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "--timeout", "10s"]
+    for name, value in (headers or {}).items():
+        args += ["-H", f"{name}: {value}"]
     if post:
         script = ctx.workdir / f"post-{uuid.uuid4().hex[:6]}.lua"
         script.write_text(
@@ -108,13 +117,16 @@ def _run_wrk(wrk: str, url: str, seconds: int, ctx: Context, post: bool) -> dict
     }
 
 
-def _run_httpx(url: str, seconds: int, post: bool) -> dict[str, Any]:
+def run_httpx(
+    url: str, seconds: int, post: bool, headers: dict[str, str] | None = None
+) -> dict[str, Any]:
     config = {
         "url": url,
         "method": "POST" if post else "GET",
         "connections": CONNECTIONS,
         "seconds": seconds,
         "body": POST_BODY if post else None,
+        "headers": headers or {},
     }
     done = subprocess.run(
         [sys.executable, "-m", "bench.loadgen", json.dumps(config)],
@@ -136,7 +148,7 @@ async def _seed(base_url: str) -> int:
 
 def run(ctx: Context, peers_ready: dict[str, bool]) -> ScenarioResult:
     result = ScenarioResult(3, "throughput", "API throughput")
-    wrk = _wrk(ctx)
+    wrk = find_wrk(ctx)
     seconds = 1 if ctx.smoke else 5
     reps = 1 if ctx.smoke else (ctx.reps or 3)
     tool = (
@@ -188,9 +200,9 @@ def run(ctx: Context, peers_ready: dict[str, bool]) -> ScenarioResult:
                     for rep in range(reps + warmup):
                         length = 1 if rep < warmup else seconds
                         got = (
-                            _run_wrk(wrk, url_, length, ctx, post)
+                            run_wrk(wrk, url_, length, ctx, post)
                             if wrk
-                            else _run_httpx(url_, length, post)
+                            else run_httpx(url_, length, post)
                         )
                         if rep >= warmup:
                             runs.append(got)

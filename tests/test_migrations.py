@@ -37,6 +37,7 @@ TABLES = {
     "mcp_servers",
     "tool_calls",
     "workers",
+    "api_keys",
 }
 
 

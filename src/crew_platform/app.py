@@ -48,6 +48,37 @@ def rate_limited(settings: Settings) -> bool:
     return not (limit_is_off(settings.rate_limit_api) and limit_is_off(settings.rate_limit_ws))
 
 
+def authenticated(settings: Settings) -> bool:
+    return settings.auth_mode != "none"
+
+
+def _install_edge(app: FastAPI, settings: Settings) -> None:
+    """The middlewares, innermost first: body limit, authentication, rate limits (a request
+    over the rate limit is refused before its credential is checked)."""
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    counts_failures = authenticated(settings) and not limit_is_off(
+        settings.rate_limit_auth_failures
+    )
+    limits = None
+    if rate_limited(settings) or counts_failures:
+        from crew_platform.edge.ratelimit import RateLimits
+
+        limits = RateLimits(settings)
+    if authenticated(settings):
+        from crew_platform.auth.middleware import AuthMiddleware
+        from crew_platform.edge.log_redaction import install_log_redaction
+
+        install_log_redaction(settings)
+        from crew_platform.auth.openapi import document_security
+
+        app.add_middleware(AuthMiddleware, settings=settings, limits=limits)
+        document_security(app, settings)
+    if limits is not None and rate_limited(settings):
+        from crew_platform.edge.ratelimit import RateLimitMiddleware
+
+        app.add_middleware(RateLimitMiddleware, limits=limits)
+
+
 class StartupFailed(RuntimeError):
     """A step of start-up failed; the message names the step and the setting behind it."""
 
@@ -88,6 +119,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sessionmaker = create_sessionmaker(engine)
             reads = create_reads(settings, engine)
             stack.push_async_callback(reads.close)
+            if authenticated(settings):
+                from crew_platform.auth.authenticator import Authenticator
+
+                with _startup_step("reading the JWT verification key (JWT_PUBLIC_KEY)"):
+                    app.state.authenticator = Authenticator(settings, reads)
             bus = create_bus(settings)
             stack.push_async_callback(bus.stop)  # also releases what a failed start() opened
             with _startup_step("connecting to the event bus (REDIS_URL)"):
@@ -143,11 +179,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_docs(app)
     install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    if rate_limited(settings):
-        from crew_platform.edge.ratelimit import RateLimitMiddleware, RateLimits
-
-        app.add_middleware(RateLimitMiddleware, limits=RateLimits(settings))
+    _install_edge(app, settings)
     for router in (
         agents_router,
         workflows_router,

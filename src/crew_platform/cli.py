@@ -1,15 +1,16 @@
-"""`crew-platform serve | migrate`."""
+"""`crew-platform serve | migrate | api-key`."""
 
 from __future__ import annotations
 
 import argparse
 import gc
+import ipaddress
 import logging
 import sys
 
 from pydantic import ValidationError
 
-from crew_platform.settings import get_settings
+from crew_platform.settings import Settings, get_settings
 
 
 def migrate() -> None:
@@ -50,6 +51,26 @@ def configure_logging(log_level: str) -> None:
     if log_level.lower() != "debug":
         for name in ("httpx", "httpx2", "httpcore", "openai"):
             logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def is_loopback(host: str) -> bool:
+    if host.strip().lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def unauthenticated_refusal(settings: Settings, host: str, allow: bool) -> str | None:
+    """Why `serve` must not bind `host`, or None. One line."""
+    if settings.auth_mode != "none" or allow or is_loopback(host):
+        return None
+    return (
+        f"crew-platform: refusing to serve on {host} with AUTH_MODE=none: anyone who reaches it "
+        "could read every prompt, run up the model bill and delete everything; set AUTH_MODE="
+        "api_key or jwt, bind 127.0.0.1, or pass --allow-unauthenticated"
+    )
 
 
 def serve(host: str | None, port: int | None, reload: bool) -> None:
@@ -96,7 +117,15 @@ def main(argv: list[str] | None = None) -> int:
     serve_cmd.add_argument("--port", type=int)
     serve_cmd.add_argument("--reload", action="store_true")
     serve_cmd.add_argument("--migrate", action="store_true", help="migrate before serving")
+    serve_cmd.add_argument(
+        "--allow-unauthenticated",
+        action="store_true",
+        help="serve a non-loopback address although AUTH_MODE=none",
+    )
     sub.add_parser("migrate", help="apply database migrations up to head")
+    from crew_platform.auth.keys_cli import add_parser as add_api_key_parser
+
+    add_api_key_parser(sub)
     args = parser.parse_args(argv)
     try:
         settings = get_settings()
@@ -108,7 +137,17 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level)
     if args.command == "migrate":
         migrate()
+    elif args.command == "api-key":
+        from crew_platform.auth.keys_cli import run as run_api_key
+
+        return run_api_key(args, settings)
     elif args.command == "serve":
+        refusal = unauthenticated_refusal(
+            settings, args.host or settings.host, args.allow_unauthenticated
+        )
+        if refusal is not None:
+            print(refusal, file=sys.stderr)
+            return 2
         if args.migrate:
             migrate()
         serve(args.host, args.port, args.reload)

@@ -27,6 +27,20 @@ class InvalidJSON(BadRequest):
     code = "INVALID_JSON"
 
 
+class Unauthorized(PlatformError):
+    """No credential, or one that is not valid (answered with `WWW-Authenticate`)."""
+
+    status_code = 401
+    code = "UNAUTHORIZED"
+
+
+class Forbidden(PlatformError):
+    """A valid credential without the scope the request needs."""
+
+    status_code = 403
+    code = "FORBIDDEN"
+
+
 class NotFound(PlatformError):
     status_code = 404
     code = "NOT_FOUND"

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SQLITE_URL = "sqlite+aiosqlite:///./data/crew_platform.db"
 CEREBRAS_CLOUD_URL = "https://api.cerebras.ai/v1"
+MIN_SECRET_LENGTH = 32
+"""JWT_SECRET and API_KEY_SECRET: a shorter HMAC secret could be guessed offline from one token."""
 
 
 def limit_is_off(value: str) -> bool:
@@ -98,6 +101,30 @@ class Settings(BaseSettings):
     mcp_allow_stdio: bool = False
     """Whether MCP servers may be started as local processes (stdio transport)."""
 
+    auth_mode: Literal["none", "api_key", "jwt"] = "none"
+    """`none`: no credential asked (`serve` then binds only loopback addresses unless
+    `--allow-unauthenticated`); `api_key`: API keys; `jwt`: bearer JWTs, and API keys too."""
+    auth_ownership: bool = False
+    """A principal sees and changes only its own resources (others are 404); `admin` sees all."""
+    auth_docs_public: bool = True
+    """`/docs`, `/redoc` and `/openapi.json` need no credential (they describe the API, no data)."""
+    api_key_secret: SecretStr | None = None
+    """Server secret of the API keys' HMAC-SHA256 hashes; without it no API key is accepted."""
+    api_key_cache_seconds: float = Field(default=5.0, ge=0)
+    """How long a looked-up API key is trusted before it is read again (a revocation takes
+    effect within this time)."""
+    jwt_secret: SecretStr | None = None
+    jwt_public_key: str | None = None
+    """PEM text of an RSA or EC public key, or the path of a PEM file."""
+    jwt_jwks_url: str | None = None
+    """URL (or file path) of a JSON Web Key Set, cached and fetched again on an unknown `kid`."""
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_leeway_seconds: float = Field(default=30.0, ge=0, le=600)
+    """Clock skew allowed on `exp`, `nbf` and `iat`."""
+    rate_limit_auth_failures: str = "10/minute"
+    """Per-IP budget of failed authentications; past it every request of that IP gets 429."""
+
     @field_validator("tools_allowed_networks")
     @classmethod
     def _valid_networks(cls, value: str) -> str:
@@ -113,6 +140,24 @@ class Settings(BaseSettings):
 
         parse_model_fallbacks(value)
         return value
+
+    @field_validator("api_key_secret", "jwt_secret")
+    @classmethod
+    def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_SECRET_LENGTH:
+            raise ValueError(f"must be at least {MIN_SECRET_LENGTH} characters (random ones)")
+        return value
+
+    @model_validator(mode="after")
+    def _jwt_has_a_key(self) -> Settings:
+        keys = (self.jwt_secret, self.jwt_public_key, self.jwt_jwks_url)
+        if self.auth_mode == "jwt" and not any(keys):
+            raise ValueError(
+                "AUTH_MODE=jwt needs JWT_SECRET, JWT_PUBLIC_KEY or JWT_JWKS_URL to verify tokens"
+            )
+        if self.auth_mode == "api_key" and self.api_key_secret is None:
+            raise ValueError("AUTH_MODE=api_key needs API_KEY_SECRET (the API keys' hash secret)")
+        return self
 
     @field_validator("database_url")
     @classmethod

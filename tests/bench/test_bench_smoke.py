@@ -23,6 +23,7 @@ SCENARIOS = {
     5: "Footprint",
     6: "Overhead per tool round trip, side by side",
     7: "A hierarchical crew, side by side",
+    8: "Cost of authentication per request",
 }
 
 

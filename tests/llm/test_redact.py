@@ -20,6 +20,9 @@ from crew_platform.llm.redact import REDACTED, redact
         ('{"token": "a1b2c3d4e5f6g7h8i9"}', "a1b2c3d4e5f6g7h8i9"),
         ("the secret is 9f8e7d6c5b4a39281706", "9f8e7d6c5b4a39281706"),
         ("could not reach https://admin:hunter2@llm.internal/v1", "admin:hunter2"),
+        ("frame eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJl seen", "eyJzdWIiOiJhIn0"),
+        ("truncated eyJhbGciOiJIUzI1NiIs...Jfp7r9-iRqlVbne1eu5RM]", "Jfp7r9-iRqlVbne1eu5RM"),
+        ("x-api-key: crew_d0759f668bbc88c7_za2sal_xC0UnZUFlrgLtzhtr", "za2sal_xC0UnZUFlrgLtzhtr"),
     ],
 )
 def test_key_shaped_tokens_are_redacted(text: str, secret: str) -> None:

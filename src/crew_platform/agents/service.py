@@ -11,6 +11,8 @@ from sqlalchemy import Row, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from crew_platform.agents.schemas import AgentCreate, AgentTestRequest, AgentTestResult, AgentUpdate
+from crew_platform.auth.ownership import owned, visible
+from crew_platform.auth.principal import current_creator, current_owner
 from crew_platform.common.persistence import commit_unique, name_taken, paginate_rows
 from crew_platform.engine import ToolLoop, profile_of, publish
 from crew_platform.errors import Conflict, NotFound, PlatformError
@@ -26,7 +28,7 @@ from crew_platform.tools.base import ToolError
 async def read_agents(
     reads: Reads, *, skip: int, limit: int, active_only: bool
 ) -> tuple[Sequence[Row[Any]], int]:
-    query = select(Agent.__table__).order_by(Agent.id)
+    query = owned(select(Agent.__table__).order_by(Agent.id), Agent.created_by)
     if active_only:
         query = query.where(Agent.is_active.is_(True))
     return await reads.run(
@@ -36,19 +38,24 @@ async def read_agents(
 
 async def get_agent(session: AsyncSession, agent_id: int) -> Agent:
     agent = await session.get(Agent, agent_id)
-    if agent is None:
+    if agent is None or not visible(agent.created_by):
         raise NotFound.resource("Agent", agent_id)
     return agent
 
 
 _AGENT_BY_ID = select(Agent.__table__).where(Agent.id == bindparam("agent_id"))
+_OWNED_AGENT_BY_ID = _AGENT_BY_ID.where(Agent.created_by == bindparam("owner"))
 
 
 async def read_agent(reads: Reads, agent_id: int) -> Row[Any]:
     """The agent's row for a read-only answer (no ORM object, no transaction)."""
-    row = await reads.run(
-        lambda connection: connection.execute(_AGENT_BY_ID, {"agent_id": agent_id}).first()
+    owner = current_owner()
+    statement, params = (
+        (_AGENT_BY_ID, {"agent_id": agent_id})
+        if owner is None
+        else (_OWNED_AGENT_BY_ID, {"agent_id": agent_id, "owner": owner})
     )
+    row = await reads.run(lambda connection: connection.execute(statement, params).first())
     if row is None:
         raise NotFound.resource("Agent", agent_id)
     return row
@@ -67,7 +74,7 @@ async def create_agent(session: AsyncSession, *, data: AgentCreate, default_mode
     await _ensure_name_free(session, data.name, None)
     values = data.model_dump()
     values["model"] = values["model"] or default_model
-    agent = Agent(**values)
+    agent = Agent(**values, created_by=current_creator())
     session.add(agent)
     dup = _duplicate(data.name)
     await commit_unique(session, unique=Agent.name, conflict=dup)

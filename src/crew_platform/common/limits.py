@@ -26,6 +26,8 @@ URL_LENGTH = 2_000
 """URLs of HTTP tools and MCP servers."""
 CALL_ID_LENGTH = 200
 """A provider's id of one tool call."""
+API_KEY_ID_LENGTH = 32
+"""The public part of an API key that finds its row (`crew_<id>_<secret>`)."""
 
 REQUIRED_TEXT_LENGTH = 20_000
 """An agent's role and goal."""

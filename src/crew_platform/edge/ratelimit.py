@@ -13,8 +13,9 @@ import ipaddress
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, Storage
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 EXEMPT_PREFIXES = ("/health", "/docs", "/redoc", "/openapi.json")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+T = TypeVar("T")
 
 
 def parse_limit(value: str) -> RateLimitItem | None:
@@ -127,15 +129,26 @@ class RateLimits:
         return any(ip in network for network in self._trusted)
 
     async def check(self, item: RateLimitItem, kind: str, client: str) -> Verdict:
+        """Counts one hit of `client` against `item`; whether it was within the budget."""
+        return await self._on_store(_count, item, kind, client)
+
+    async def spent(self, item: RateLimitItem, kind: str, client: str) -> Verdict | None:
+        """The refusal's verdict when `client` has no budget of `kind` left, without counting
+        anything; None while some is left."""
+        return await self._on_store(_peek, item, kind, client)
+
+    async def _on_store(
+        self, operation: Callable[..., Awaitable[T]], item: RateLimitItem, kind: str, client: str
+    ) -> T:
         if self._shared is not None and self._may_try_shared():
             try:
-                verdict = await _count(self._shared, item, self._prefix, kind, client)
+                answer = await operation(self._shared, item, self._prefix, kind, client)
             except Exception as exc:
                 self._shared_failed(exc)
             else:
                 self._shared_answered()
-                return verdict
-        return await _count(self._local, item, self._prefix, kind, client)
+                return answer
+        return await operation(self._local, item, self._prefix, kind, client)
 
     def _may_try_shared(self) -> bool:
         if not self._shared_down:
@@ -160,6 +173,20 @@ class RateLimits:
 
 async def _count(limiter: MovingWindowRateLimiter, item: RateLimitItem, *keys: str) -> Verdict:
     allowed = await limiter.hit(item, *keys)
+    return await _verdict(limiter, item, allowed, keys)
+
+
+async def _peek(
+    limiter: MovingWindowRateLimiter, item: RateLimitItem, *keys: str
+) -> Verdict | None:
+    if await limiter.test(item, *keys):
+        return None
+    return await _verdict(limiter, item, False, keys)
+
+
+async def _verdict(
+    limiter: MovingWindowRateLimiter, item: RateLimitItem, allowed: bool, keys: tuple[str, ...]
+) -> Verdict:
     stats = await limiter.get_window_stats(item, *keys)
     reset_at = math.ceil(stats.reset_time)
     retry_after = max(1, math.ceil(stats.reset_time - time.time()))

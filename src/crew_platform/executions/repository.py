@@ -10,6 +10,11 @@ from typing import Any
 from sqlalchemy import Float, Select, case, cast, desc, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crew_platform.auth.ownership import (
+    in_owned_workflows,
+    of_owned_workflows,
+    workflow_visible,
+)
 from crew_platform.common.persistence import paginate
 from crew_platform.db import utcnow
 from crew_platform.engine import FINISHED, UNFINISHED
@@ -48,7 +53,7 @@ async def reload(session: AsyncSession, ids: Sequence[int]) -> list[ExecutionRea
 
 async def get_execution(session: AsyncSession, execution_id: int) -> Execution:
     execution = await session.get(Execution, execution_id)
-    if execution is None:
+    if execution is None or not await workflow_visible(session, execution.workflow_id):
         raise NotFound.resource("Execution", execution_id)
     return execution
 
@@ -56,7 +61,9 @@ async def get_execution(session: AsyncSession, execution_id: int) -> Execution:
 async def list_executions(
     session: AsyncSession, *, skip: int, limit: int, workflow_id: int | None, status: str | None
 ) -> tuple[list[ExecutionRead], int]:
-    query: Select[Any] = select(Execution).order_by(Execution.id.desc())
+    query: Select[Any] = of_owned_workflows(
+        select(Execution).order_by(Execution.id.desc()), Execution.workflow_id
+    )
     if workflow_id is not None:
         query = query.where(Execution.workflow_id == workflow_id)
     if status is not None:
@@ -214,6 +221,8 @@ async def execution_stats(
     window = [Execution.created_at >= datetime.combine(first_day, datetime.min.time(), UTC)]
     if workflow_id is not None:
         window.append(Execution.workflow_id == workflow_id)
+    if (owned := in_owned_workflows(Execution.workflow_id)) is not None:
+        window.append(owned)
     ok = func.sum(case((Execution.status == ES.COMPLETED.value, 1), else_=0))
     bad = func.sum(case((Execution.status == ES.FAILED.value, 1), else_=0))
 

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Select, Table, bindparam, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crew_platform.auth.principal import current_creator
 from crew_platform.db import utcnow
 from crew_platform.engine import (
     HIERARCHICAL,
@@ -156,6 +157,7 @@ async def _create_execution(
                 "plan": plan,
                 "created_at": now,
                 "started_at": now,
+                "created_by": current_creator(),
             },
         )
     ).one()

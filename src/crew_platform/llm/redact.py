@@ -10,7 +10,9 @@ anything else from the request. `redact` replaces with `[REDACTED]`:
 - the credential after `Bearer` or `Basic` (an echoed Authorization header);
 - a long token (16+ characters mixing letters and digits) right after a word such as `key`,
   `api_key`, `token`, `secret`, `password` or `authorization`, with `:`, `=` or `is` between;
-- the user-info part of a URL (`https://user:password@host`).
+- the user-info part of a URL (`https://user:password@host`);
+- JSON Web Tokens (`eyJ...` header, payload and signature) and this platform's API keys
+  (`crew_<id>_<secret>`), wherever they appear (the server's own logs use `redact` too).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ _PATTERNS = tuple(
         r"[\"']?\s*(?:[:=]|\bis\b)\s*[\"']?)"
         r"(?=[A-Za-z0-9._~+/\-]*[0-9])(?=[A-Za-z0-9._~+/\-]*[A-Za-z])[A-Za-z0-9._~+/\-]{16,}",
         r"(?<=://)[^/\s:@]+:[^/\s@]+(?=@)",
+        r"\beyJ[A-Za-z0-9_\-]{6,}\.[A-Za-z0-9_\-.]+",
+        r"(?<![A-Za-z0-9])crew_[0-9a-f]{8,}_[A-Za-z0-9_\-.]+",
     )
 )
 

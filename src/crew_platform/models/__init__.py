@@ -2,6 +2,7 @@
 
 from crew_platform.models.tables import (
     Agent,
+    ApiKey,
     Execution,
     ExecutionLog,
     McpServer,
@@ -15,6 +16,7 @@ from crew_platform.models.tables import (
 
 __all__ = [
     "Agent",
+    "ApiKey",
     "Execution",
     "ExecutionLog",
     "McpServer",

@@ -18,6 +18,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from crew_platform.common.limits import (
+    API_KEY_ID_LENGTH,
     CALL_ID_LENGTH,
     EVENT_LENGTH,
     NAME_LENGTH,
@@ -255,3 +256,21 @@ class ToolCall(Base):
     error: Mapped[str | None] = mapped_column(Text)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class ApiKey(Base):
+    """An API key (`crew-platform api-key create`). Only an HMAC of the key is stored; `key_id`,
+    the key's public middle part, finds the row."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
+    key_id: Mapped[str] = mapped_column(String(API_KEY_ID_LENGTH), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64))
+    """HMAC-SHA256 of the whole key under API_KEY_SECRET, hex."""
+    subject: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    """The principal the key acts as (`created_by` of what it creates)."""
+    scopes: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from crew_platform.auth.ownership import visible, workflow_visible
 from crew_platform.common.limits import MAX_ID
 from crew_platform.errors import NotFound
 from crew_platform.models import Agent, Execution, Workflow
@@ -40,6 +41,16 @@ def _not_found(channel: str, ident: int, field: str) -> dict[str, Any]:
     """Worded as the HTTP API's 404s, with the same details (resource, id)."""
     error = NotFound.resource(channel.capitalize(), ident)
     return _error(error.code, error.message, field=field, details=error.details)
+
+
+async def _visible(session: AsyncSession, model: type[Any], ident: int) -> bool:
+    """Whether the row exists for the caller (another owner's is not found, as over HTTP)."""
+    row = await session.get(model, ident)
+    if row is None:
+        return False
+    if isinstance(row, Execution):
+        return await workflow_visible(session, row.workflow_id)
+    return visible(row.created_by)
 
 
 class Session:
@@ -104,7 +115,7 @@ class Session:
             self.reply({"type": "unsubscribed", "channel": channel, field: ident})
             return
         async with self.sessions() as session:
-            exists = await session.get(model, ident) is not None
+            exists = await _visible(session, model, ident)
         if not exists:
             self.reply(_not_found(channel, ident, field))
             return

@@ -8,6 +8,8 @@ from typing import Any
 from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crew_platform.auth.ownership import of_owned_workflows, owned, workflow_visible
+from crew_platform.auth.principal import current_creator
 from crew_platform.engine import execution_key, find_cycle
 from crew_platform.errors import Conflict, DependencyCycle, NotFound, ValidationFailed
 from crew_platform.models import Agent, Task, TaskRun, Workflow
@@ -47,7 +49,7 @@ async def list_tasks(
     agent_id: int | None,
     status: str | None,
 ) -> tuple[list[TaskRead], int]:
-    query = _with_status()
+    query = of_owned_workflows(_with_status(), Task.workflow_id)
     if workflow_id is not None:
         query = query.where(Task.workflow_id == workflow_id)
     if agent_id is not None:
@@ -63,20 +65,22 @@ async def list_tasks(
 
 async def get_task(session: AsyncSession, task_id: int) -> Task:
     task = await session.get(Task, task_id)
-    if task is None:
+    if task is None or not await workflow_visible(session, task.workflow_id):
         raise NotFound.resource("Task", task_id)
     return task
 
 
 async def read_task(session: AsyncSession, task_id: int) -> TaskRead:
-    row = (await session.execute(_with_status().where(Task.id == task_id))).first()
+    query = of_owned_workflows(_with_status().where(Task.id == task_id), Task.workflow_id)
+    row = (await session.execute(query)).first()
     if row is None:
         raise NotFound.resource("Task", task_id)
     return _read(row)
 
 
 async def workflow_tasks(session: AsyncSession, workflow_id: int) -> list[TaskRead]:
-    if await session.get(Workflow, workflow_id) is None:
+    exists = owned(select(Workflow.id), Workflow.created_by).where(Workflow.id == workflow_id)
+    if await session.scalar(exists) is None:
         raise NotFound.resource("Workflow", workflow_id)
     rows = await session.execute(ordered(_with_status().where(Task.workflow_id == workflow_id)))
     return [_read(r) for r in rows.all()]
@@ -86,9 +90,10 @@ async def _lock_workflows(session: AsyncSession, *workflow_ids: int) -> set[int]
     """Lock these workflows' rows until the transaction ends (PostgreSQL; SQLite has a single
     writer anyway), in id order. Every check of a workflow's dependency graph and the write
     after it happen under this lock, so two requests never interleave: no cycle closed from
-    two sides, no dependency added on a task being deleted. Returns the ids that exist."""
+    two sides, no dependency added on a task being deleted. Returns the ids that exist (for
+    the caller: another owner's workflow does not)."""
     query = (
-        select(Workflow.id)
+        owned(select(Workflow.id), Workflow.created_by)
         .where(Workflow.id.in_(sorted(set(workflow_ids))))
         .order_by(Workflow.id)
         .with_for_update()
@@ -103,7 +108,11 @@ async def _check_references(
     if workflow_id not in locked:
         raise ValidationFailed.field("workflow_id", f"workflow {workflow_id} does not exist")
     # FOR SHARE: an agent being deleted right now is waited for, then seen gone (422).
-    shared = select(Agent.id).where(Agent.id == agent_id).with_for_update(read=True)
+    shared = (
+        owned(select(Agent.id), Agent.created_by)
+        .where(Agent.id == agent_id)
+        .with_for_update(read=True)
+    )
     if agent_id is not None and await session.scalar(shared) is None:
         raise ValidationFailed.field("agent_id", f"agent {agent_id} does not exist")
 
@@ -153,7 +162,7 @@ async def create_task(session: AsyncSession, *, data: TaskCreate) -> TaskRead:
         dependencies=values["dependencies"],
         context=data.context,
     )
-    task = Task(**values)
+    task = Task(**values, created_by=current_creator())
     session.add(task)
     await session.commit()
     return await read_task(session, task.id)

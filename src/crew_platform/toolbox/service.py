@@ -9,6 +9,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crew_platform.auth.ownership import owned, visible
+from crew_platform.auth.principal import current_creator, current_owner
 from crew_platform.common.persistence import commit_unique
 from crew_platform.db import utcnow
 from crew_platform.errors import Conflict, NotFound, ToolNotFound, ValidationFailed
@@ -57,17 +59,55 @@ def _http_read(row: Tool) -> ToolRead:
 async def list_tools(session: AsyncSession, registry: Registry) -> list[ToolRead]:
     specs = await registry.list_all()
     rows = {row.name: row for row in await session.scalars(select(Tool))}
+    hidden_servers = await _hidden_servers(session)
     return [
         _read(spec, rows.get(spec.name) if spec.source == ToolSource.HTTP else None)
         for spec in specs
+        if _spec_visible(spec, rows.get(spec.name), hidden_servers)
     ]
+
+
+async def _hidden_servers(session: AsyncSession) -> set[str]:
+    """Names of the MCP servers of other owners (none unless the caller is restricted)."""
+    owner = current_owner()
+    if owner is None:
+        return set()
+    rows = await session.execute(select(McpServer.name, McpServer.created_by))
+    return {name for name, created_by in rows if created_by != owner}
+
+
+async def _others_tools(session: AsyncSession, specs: Sequence[ToolSpec]) -> set[str]:
+    """The names among `specs` of other owners' HTTP tools and MCP servers' tools: for a
+    restricted caller they do not exist, so its agents cannot run them either."""
+    owner = current_owner()
+    if owner is None:
+        return set()
+    http = [spec.name for spec in specs if spec.source == ToolSource.HTTP]
+    rows = (
+        {row.name: row for row in await session.scalars(select(Tool).where(Tool.name.in_(http)))}
+        if http
+        else {}
+    )
+    hidden_servers = await _hidden_servers(session)
+    return {
+        spec.name for spec in specs if not _spec_visible(spec, rows.get(spec.name), hidden_servers)
+    }
+
+
+def _spec_visible(spec: ToolSpec, row: Tool | None, hidden_servers: set[str]) -> bool:
+    """Built-in tools are everyone's; an HTTP tool is its creator's, an MCP tool its server's."""
+    if spec.source == ToolSource.HTTP:
+        return row is None or visible(row.created_by)
+    if spec.source == ToolSource.MCP:
+        return spec.server not in hidden_servers
+    return True
 
 
 async def get_tool(session: AsyncSession, registry: Registry, name: str) -> ToolRead:
     spec = await registry.get(name)
-    if spec is None:
+    row = await _http_row(session, name) if spec and spec.source == ToolSource.HTTP else None
+    if spec is None or not _spec_visible(spec, row, await _hidden_servers(session)):
         raise NotFound.resource("Tool", name)
-    row = await _http_row(session, name) if spec.source == ToolSource.HTTP else None
     return _read(spec, row)
 
 
@@ -114,6 +154,7 @@ async def create_tool(session: AsyncSession, registry: Registry, data: ToolCreat
         description=data.description,
         parameters=data.parameters,
         http=data.http.model_dump(),
+        created_by=current_creator(),
     )
     session.add(row)
     await commit_unique(session, unique=Tool.name, conflict=_taken(data.name, "an HTTP tool"))
@@ -123,10 +164,11 @@ async def create_tool(session: AsyncSession, registry: Registry, data: ToolCreat
 async def _editable(session: AsyncSession, registry: Registry, name: str, action: str) -> Tool:
     """The HTTP tool `name`; built-in and MCP tools exist but cannot be changed (409)."""
     row = await _http_row(session, name)
-    if row is not None:
+    if row is not None and visible(row.created_by):
         return row
-    spec = await _lookup(session, registry, name)
-    if spec is None:
+    hidden_servers = await _hidden_servers(session)
+    spec = await _lookup(session, registry, name) if row is None else None
+    if spec is None or not _spec_visible(spec, None, hidden_servers):
         raise NotFound.resource("Tool", name)
     where = (
         f"change the MCP server {spec.server!r} instead"
@@ -208,10 +250,10 @@ async def check_tools_named(
     if not names:
         return
     await session.commit()  # frees the connection for the toolbox's own session (see _lookup)
-    _, unknown = await toolbox.resolve(names)
-    if not unknown:
+    found, unknown = await toolbox.resolve(names)
+    missing = set(unknown) | await _others_tools(session, found)
+    if not missing:
         return
-    missing = set(unknown)
     per_agent = {
         agent_id: [tool for tool in tools if tool in missing]
         for agent_id, (_, tools) in agents.items()
@@ -255,13 +297,14 @@ async def _server_row(session: AsyncSession, name: str) -> McpServer | None:
 
 async def get_server(session: AsyncSession, server_id: int) -> McpServer:
     row = await session.get(McpServer, server_id)
-    if row is None:
+    if row is None or not visible(row.created_by):
         raise NotFound.resource("MCP server", server_id)
     return row
 
 
 async def list_servers(session: AsyncSession) -> Sequence[McpServer]:
-    return (await session.scalars(select(McpServer).order_by(McpServer.id))).all()
+    query = owned(select(McpServer).order_by(McpServer.id), McpServer.created_by)
+    return (await session.scalars(query)).all()
 
 
 def _server_taken(name: str) -> Conflict:
@@ -302,7 +345,12 @@ async def create_server(
         )
     await _check_transport(data, settings)
     row = McpServer(
-        name=data.name, url=data.url, command=data.command, headers=data.headers or {}, tools=[]
+        name=data.name,
+        url=data.url,
+        command=data.command,
+        headers=data.headers or {},
+        tools=[],
+        created_by=current_creator(),
     )
     session.add(row)
     await commit_unique(session, unique=McpServer.name, conflict=_server_taken(data.name))

@@ -8,6 +8,8 @@ from typing import Any
 from sqlalchemy import Select, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crew_platform.auth.ownership import owned, visible
+from crew_platform.auth.principal import current_creator
 from crew_platform.common.persistence import commit_unique, name_taken
 from crew_platform.engine import HIERARCHICAL, manager_agent_id
 from crew_platform.errors import Conflict, NotFound, ValidationFailed
@@ -51,8 +53,8 @@ def _read(row: Any) -> WorkflowRead:
 async def list_workflows(
     session: AsyncSession, *, skip: int, limit: int, active_only: bool
 ) -> tuple[list[WorkflowRead], int]:
-    query = _with_counts().order_by(Workflow.id)
-    count_query = select(Workflow.id)
+    query = owned(_with_counts().order_by(Workflow.id), Workflow.created_by)
+    count_query = owned(select(Workflow.id), Workflow.created_by)
     if active_only:
         query = query.where(Workflow.is_active.is_(True))
         count_query = count_query.where(Workflow.is_active.is_(True))
@@ -63,13 +65,14 @@ async def list_workflows(
 
 async def get_workflow(session: AsyncSession, workflow_id: int) -> Workflow:
     workflow = await session.get(Workflow, workflow_id)
-    if workflow is None:
+    if workflow is None or not visible(workflow.created_by):
         raise NotFound.resource("Workflow", workflow_id)
     return workflow
 
 
 async def read_workflow(session: AsyncSession, workflow_id: int) -> WorkflowRead:
-    row = (await session.execute(_with_counts().where(Workflow.id == workflow_id))).first()
+    query = owned(_with_counts().where(Workflow.id == workflow_id), Workflow.created_by)
+    row = (await session.execute(query)).first()
     if row is None:
         raise NotFound.resource("Workflow", workflow_id)
     return _read(row)
@@ -98,7 +101,7 @@ async def create_workflow(session: AsyncSession, *, data: WorkflowCreate) -> Wor
     if await name_taken(session, Workflow, data.name):
         raise _duplicate(data.name)
     await check_manager(session, workflow_type=data.workflow_type, config=data.config)
-    workflow = Workflow(**data.model_dump(), status="active")
+    workflow = Workflow(**data.model_dump(), status="active", created_by=current_creator())
     session.add(workflow)
     dup = _duplicate(data.name)
     await commit_unique(session, unique=Workflow.name, conflict=dup)
