@@ -116,6 +116,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with contextlib.AsyncExitStack() as stack:
             engine = create_engine(settings)
             stack.push_async_callback(engine.dispose)
+            heartbeat = Heartbeat(engine, Process.new("server"), settings.lease_seconds)
+            # Last before the engine closes: after the runners stopped, and without delaying
+            # the release of anything else.
+            stack.push_async_callback(heartbeat.retire)
             sessionmaker = create_sessionmaker(engine)
             reads = create_reads(settings, engine)
             stack.push_async_callback(reads.close)
@@ -132,8 +136,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stack.push_async_callback(gateway.aclose)
             tools = Registry(settings, sessionmaker)
             app.state.tools = tools
-            heartbeat = Heartbeat(engine, Process.new("server"), settings.lease_seconds)
-            stack.push_async_callback(heartbeat.retire)  # once the runners below have stopped
             dispatcher = Dispatcher(
                 ExecutionRunner(
                     sessionmaker,
