@@ -43,6 +43,7 @@ from tests.auth.support import (
 MISSING = 999_999
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/api/v1/agents/{agent_id}/test"): {"input": "hello"},
+    ("POST", "/api/v1/executions/{execution_id}/input"): {"approve": True},
 }
 """A request body the route accepts, where `{}` would not do (a refusal must not be a 422)."""
 
