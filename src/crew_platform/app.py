@@ -116,13 +116,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         async with contextlib.AsyncExitStack() as stack:
             engine = create_engine(settings)
             stack.push_async_callback(engine.dispose)
-            heartbeat = Heartbeat(engine, Process.new("server"), settings.lease_seconds)
-            # Last before the engine closes: after the runners stopped, and without delaying
-            # the release of anything else.
-            stack.push_async_callback(heartbeat.retire)
             sessionmaker = create_sessionmaker(engine)
             reads = create_reads(settings, engine)
             stack.push_async_callback(reads.close)
+            heartbeat = Heartbeat(engine, Process.new("server"), settings.lease_seconds)
+            # After the runners and the bus stopped, before the SQLite readers close (retiring
+            # after them left a shutdown waiting for ever on SQLite).
+            stack.push_async_callback(heartbeat.retire)
             if authenticated(settings):
                 from crew_platform.auth.authenticator import Authenticator
 

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 
 from tests.api import assert_error, check_each, make_agent, make_task, make_workflow
+from tests.support import wait_for_execution
 
 WORKFLOWS = "/api/v1/workflows"
 
@@ -120,8 +121,12 @@ async def test_tasks_without_agents_run_in_hierarchical_workflows_only(
     linear = await make_workflow(client, "Linear")
     for workflow in (managed, linear):
         await make_task(client, workflow["id"], "Unassigned")
-    assert (await execute(client, managed["id"])).status_code == 202
+    accepted = await execute(client, managed["id"])
+    assert accepted.status_code == 202, accepted.text
     assert_error(await execute(client, linear["id"]), 422, "VALIDATION_ERROR", fields=["agent_id"])
+    # The manager answers the unassigned task itself (the crew is empty).
+    finished = await wait_for_execution(client, accepted.json()["id"])
+    assert finished["status"] == "completed", finished
 
 
 async def test_coworkers_must_have_distinct_roles(client: httpx.AsyncClient) -> None:
