@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import JSON, DateTime, MetaData, event, exc
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -77,6 +78,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
             connect_args={"timeout": 60},
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "handle_error", _keep_sqlite_connection_on_cancel)
         return engine
     # All 40 connections stay pooled once opened: with an overflow (the former 20 + 20), a load
     # past 20 concurrent requests opened and closed a connection for many of them.
@@ -96,6 +98,21 @@ def _refuse_closed_connection(_dbapi_connection: Any, _record: Any, proxy: Any) 
     """
     if proxy.driver_connection.is_closed():
         raise exc.InvalidatePoolError("connection closed by the server")
+
+
+def _keep_sqlite_connection_on_cancel(context: ExceptionContext) -> None:
+    """A statement cancelled while aiosqlite runs it leaves the connection usable: its thread
+    finishes the statement, then runs the cursor's close and the rollback queued behind it.
+
+    SQLAlchemy otherwise treats the cancellation like a lost connection and closes it at once,
+    with the cursor still open: SQLite then keeps that connection (and its write lock) alive
+    until the garbage collector happens to free the cursor, and every other write waits on the
+    lock meanwhile (a shutdown or a cancel mid-statement stalled the next write for up to the
+    60 s busy timeout).
+    """
+    error = context.original_exception
+    if not isinstance(error, Exception) or isinstance(error, TimeoutError):
+        context.is_disconnect = False
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
