@@ -187,9 +187,13 @@ def channel_prefix(database_url: str) -> str:
     return f"crew_platform:{digest[:12]}"
 
 
+def deployment_prefix(settings: Settings) -> str:
+    """What this deployment's names on Redis (and RabbitMQ) start with."""
+    return settings.events_channel_prefix or channel_prefix(settings.database_url)
+
+
 def events_channel(settings: Settings) -> str:
-    prefix = settings.events_channel_prefix or channel_prefix(settings.database_url)
-    return f"{prefix}:events"
+    return f"{deployment_prefix(settings)}:events"
 
 
 def create_bus(settings: Settings) -> EventBus:
