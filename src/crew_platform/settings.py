@@ -56,6 +56,10 @@ class Settings(BaseSettings):
     not served (see `llm.fallback`)."""
 
     sqlite_read_connections: int = Field(default=2, ge=1)
+    database_pool_size: int = Field(default=40, ge=1)
+    """PostgreSQL connections of one process (API or worker), kept open once opened. Every
+    process of a deployment has its own pool: their sum must stay under the server's
+    `max_connections` (100 by default)."""
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1)
     http_keep_alive_seconds: int = Field(default=75, ge=1)
