@@ -154,3 +154,28 @@ async def event_log(http: httpx.AsyncClient, execution_id: int) -> list[dict[str
     assert response.status_code == 200, response.text
     logs: list[dict[str, Any]] = response.json()
     return logs
+
+
+async def runs_spread_and_complete_once(deployment: Deployment, stub: StubServer) -> None:
+    """RUN_COUNT runs of two tasks, sent through every API process. Both workers run some: the
+    first 2 x CONCURRENCY wait at a gate until each worker holds CONCURRENCY of them. Every run
+    completes; the stub saw exactly one call per task and run; each run's log has one start,
+    one end, and no takeover."""
+    async with deployment.api() as http:
+        workflow, _ = await crew(http, ["A", "B"])
+    gate = f"spread-{workflow}"
+    _, holders = await fill_both_workers(deployment, stub, workflow, "A", gate)
+    assert all(holders.values()), holders
+    await start_runs(deployment, workflow, RUN_COUNT - 2 * CONCURRENCY, first=2 * CONCURRENCY)
+    stub.open_gate(gate)
+    async with deployment.api(len(deployment.apis) - 1) as http:
+        finished = await wait_until_finished(http, workflow, RUN_COUNT)
+        assert {e["status"] for e in finished.values()} == {"completed"}
+        for execution_id in finished:
+            events = [e["event"] for e in await event_log(http, execution_id)]
+            assert events.count("workflow_started") == 1, events
+            assert events.count("workflow_completed") == 1, events
+            assert "workflow_resumed" not in events and "task_cancelled" not in events, events
+    topics = {e["input_data"]["topic"] for e in finished.values()}
+    assert len(topics) == RUN_COUNT
+    assert calls(stub) == {(name, t): 1 for name in "AB" for t in topics}

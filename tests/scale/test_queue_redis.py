@@ -25,16 +25,15 @@ from tests.conftest import REDIS_URL, fresh_postgres
 from tests.engine.test_leases import stored
 from tests.flows import eventually
 from tests.realtime.conftest import next_message, ws_request
-from tests.scale.procs import CONCURRENCY, Deployment, deployment, require_broker
+from tests.scale.procs import Deployment, deployment, require_broker
 from tests.scale.scenarios import (
-    RUN_COUNT,
     calls,
     crew,
     event_log,
     fill_both_workers,
     held,
     requests_of,
-    start_runs,
+    runs_spread_and_complete_once,
     wait_until_finished,
 )
 
@@ -71,27 +70,10 @@ def pending_messages(deployment: Deployment) -> int:
 async def test_runs_spread_over_both_workers_and_each_completes_exactly_once(
     live: Deployment, stub: StubServer
 ) -> None:
-    """RUN_COUNT runs of two tasks, sent through both API processes: both workers run some
-    (each holds CONCURRENCY at once while the first calls wait at a gate), every run completes,
-    the stub saw exactly one call per task and run, each run's log has one start and one end,
-    and every message was acknowledged."""
-    async with live.api() as http:
-        workflow, _ = await crew(http, ["A", "B"])
-    _, holders = await fill_both_workers(live, stub, workflow, "A", "spread")
-    assert all(holders.values()), holders  # each worker runs some
-    runs = await start_runs(live, workflow, RUN_COUNT - 2 * CONCURRENCY, first=2 * CONCURRENCY)
-    stub.open_gate("spread")
-    async with live.api(1) as http:
-        finished = await wait_until_finished(http, workflow, RUN_COUNT)
-        assert {e["status"] for e in finished.values()} == {"completed"}
-        for execution_id in list(runs)[:5] + list(finished)[:5]:
-            events = [e["event"] for e in await event_log(http, execution_id)]
-            assert events.count("workflow_started") == 1, events
-            assert events.count("workflow_completed") == 1, events
-            assert "workflow_resumed" not in events and "task_cancelled" not in events
-    topics = {e["input_data"]["topic"] for e in finished.values()}
-    assert len(topics) == RUN_COUNT
-    assert calls(stub) == {(name, t): 1 for name in "AB" for t in topics}
+    """RUN_COUNT runs of two tasks through both API processes: both workers run some, each run
+    completes exactly once (see `runs_spread_and_complete_once`), and every message was
+    acknowledged (none left pending in the stream's consumer group)."""
+    await runs_spread_and_complete_once(live, stub)
     await eventually(lambda: pending_messages(live) == 0, what="every message acknowledged")
 
 
