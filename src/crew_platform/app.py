@@ -137,8 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
                 enqueuer = Enqueuer.from_settings(settings)
                 stack.push_async_callback(enqueuer.shutdown)
-                with _startup_step("connecting to the queue broker (BROKER_URL)"):
-                    await enqueuer.start()
+                await enqueuer.start()  # a broker that is down is logged and tried again
                 executor = enqueuer
             else:
                 executor = dispatcher = Dispatcher(

@@ -16,16 +16,17 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 from websockets.asyncio.client import connect
 
-from crew_platform.devtools.llm_stub import StubServer
+from crew_platform.devtools.llm_stub import StubServer, free_port
 from tests.conftest import REDIS_URL, fresh_postgres
 from tests.engine.test_leases import stored
 from tests.flows import eventually
 from tests.realtime.conftest import next_message, ws_request
-from tests.scale.procs import Deployment, deployment, require_broker
+from tests.scale.procs import API, Deployment, deployment, require_broker
 from tests.scale.scenarios import (
     calls,
     crew,
@@ -34,8 +35,10 @@ from tests.scale.scenarios import (
     held,
     requests_of,
     runs_spread_and_complete_once,
+    topic,
     wait_until_finished,
 )
+from tests.support import LiveServer
 
 
 @pytest.fixture(scope="module")
@@ -220,6 +223,31 @@ async def test_sigterm_stops_a_worker_cleanly_and_another_finishes_its_runs(
         assert counted["B", run] == 1
     assert other.alive()
     assert "Traceback" not in stopped.log(), stopped.log()[-3000:]
+
+
+async def test_a_run_whose_message_was_lost_is_picked_up_by_a_worker_with_room(
+    live: Deployment, stub: StubServer
+) -> None:
+    """An API process whose broker is down (nothing listens at its BROKER_URL) still starts,
+    accepts a run (202) and commits it, but cannot enqueue it: a worker with room picks the
+    pending run up once nobody took it for LEASE_SECONDS, and runs it once."""
+    broker_down = live.env | {"BROKER_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    log_path = live.logs / "api-broker-down.log"
+    api = LiveServer(broker_down, log_path=log_path).start()
+    try:
+        async with httpx.AsyncClient(base_url=api.base_url + API, timeout=30) as http:
+            workflow, _ = await crew(http, ["A", "B"])
+            response = await http.post(
+                f"/workflows/{workflow}/execute", json={"input_data": {"topic": topic(900)}}
+            )
+            assert response.status_code == 202, response.text
+            run = response.json()["id"]
+            (finished,) = (await wait_until_finished(http, workflow, 1)).values()
+    finally:
+        api.stop()
+    assert finished["id"] == run and finished["status"] == "completed", finished
+    assert f"could not enqueue execution {run}" in log_path.read_text()
+    assert calls(stub) == {("A", topic(900)): 1, ("B", topic(900)): 1}
 
 
 def test_deployment_logs_are_clean(module_deployment: Deployment) -> None:

@@ -40,6 +40,8 @@ class Enqueuer:
         self._lease_seconds = lease_seconds
         self._sending: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(PARALLEL_SENDS)
+        self._connecting = asyncio.Lock()
+        self._connected = False
         self._closing = False
         self.sent = 0
         self.failed = 0
@@ -53,9 +55,27 @@ class Enqueuer:
         )
 
     async def start(self) -> None:
-        """Connect to the broker (and declare the stream's consumer group or the queue, so what
-        is enqueued before any worker started waits for one)."""
-        await self._broker.startup()
+        """Connect to the broker and declare the stream's consumer group or the queue (so what
+        is enqueued before any worker started waits for one). A broker that cannot be reached
+        does not stop the API: it is tried again at each send, and what is accepted meanwhile
+        stays pending until a worker with room picks it up."""
+        try:
+            await self._connect()
+        except Exception as exc:
+            log.warning(
+                "queue broker unreachable at start-up (BROKER_URL, %s: %s): accepted executions "
+                "stay pending until a worker with room picks them up; tried again at each send",
+                type(exc).__name__,
+                exc,
+            )
+
+    async def _connect(self) -> None:
+        async with self._connecting:
+            if self._connected:
+                return
+            async with asyncio.timeout(SEND_TIMEOUT_SECONDS):
+                await self._broker.startup()
+            self._connected = True
 
     def submit(self, execution_id: int) -> None:
         if self._closing:
@@ -69,6 +89,7 @@ class Enqueuer:
 
         try:
             async with self._slots, asyncio.timeout(SEND_TIMEOUT_SECONDS):
+                await self._connect()
                 await AsyncKicker[[int], None](TASK_NAME, self._broker, {}).kiq(execution_id)
             self.sent += 1
         except Exception as exc:
