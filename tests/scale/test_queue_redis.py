@@ -26,7 +26,7 @@ from tests.conftest import REDIS_URL, fresh_postgres
 from tests.engine.test_leases import stored
 from tests.flows import eventually
 from tests.realtime.conftest import next_message, ws_request
-from tests.scale.procs import API, Deployment, deployment, require_broker
+from tests.scale.procs import API, Deployment, WorkerProcess, deployment, require_broker
 from tests.scale.scenarios import (
     calls,
     crew,
@@ -60,14 +60,17 @@ def live(module_deployment: Deployment, stub: StubServer) -> Deployment:
     return module_deployment
 
 
-def pending_messages(deployment: Deployment) -> int:
-    """Messages of the deployment's stream delivered to a worker and not acknowledged."""
+def pending_of(deployment: Deployment, worker: WorkerProcess) -> int:
+    """Messages of the deployment's stream delivered to `worker` and not acknowledged (its
+    consumer in the group is named after its process id, `host:pid:random`)."""
     client = redis.Redis.from_url(REDIS_URL)
     try:
         summary = client.xpending(deployment.queue, deployment.queue)
-        return int(summary["pending"])
     finally:
         client.close()
+    return sum(
+        int(c["pending"]) for c in summary["consumers"] if f":{worker.pid}:" in c["name"].decode()
+    )
 
 
 async def test_runs_spread_over_both_workers_and_each_completes_exactly_once(
@@ -77,7 +80,8 @@ async def test_runs_spread_over_both_workers_and_each_completes_exactly_once(
     completes exactly once (see `runs_spread_and_complete_once`), and every message was
     acknowledged (none left pending in the stream's consumer group)."""
     await runs_spread_and_complete_once(live, stub)
-    await eventually(lambda: pending_messages(live) == 0, what="every message acknowledged")
+    for worker in live.workers:
+        await eventually(lambda w=worker: pending_of(live, w) == 0, what="messages acknowledged")
 
 
 async def test_a_websocket_on_one_api_process_sees_every_event_of_runs_on_both_workers(
@@ -212,6 +216,7 @@ async def test_sigterm_stops_a_worker_cleanly_and_another_finishes_its_runs(
     runs, holders = await fill_both_workers(live, stub, workflow, "A", "sigterm")
     stopped, other = live.workers
     assert stopped.terminate() == 0, stopped.log()[-3000:]
+    assert pending_of(live, stopped) == len(holders[stopped.pid])  # left unacknowledged
     assert stopped.pid not in await held(live, set(runs))
     stub.open_gate("sigterm")
     async with live.api() as http:

@@ -35,9 +35,12 @@ def queue_name(settings: Settings) -> str:
     return f"{deployment_prefix(settings)}:executions"
 
 
-def create_broker(settings: Settings, *, worker: bool, concurrency: int = 1) -> AsyncBroker:
-    """The deployment's broker; `worker`: one that consumes, at most `concurrency` messages
-    unacknowledged at once (the rest stay in the queue for the other workers)."""
+def create_broker(
+    settings: Settings, *, worker: str | None = None, concurrency: int = 1
+) -> AsyncBroker:
+    """The deployment's broker; with `worker` (the worker's process id, which names it in the
+    consumer group), one that consumes, at most `concurrency` messages unacknowledged at once
+    (the rest stay in the queue for the other workers)."""
     url = settings.broker_url or ""
     name = queue_name(settings)
     broker: AsyncBroker
@@ -58,6 +61,7 @@ def create_broker(settings: Settings, *, worker: bool, concurrency: int = 1) -> 
             url,
             queue_name=name,
             consumer_group_name=name,
+            consumer_name=worker,
             # A group created now also gets what was enqueued before it existed.
             consumer_id="0",
             maxlen=REDIS_STREAM_MAXLEN,
@@ -67,5 +71,5 @@ def create_broker(settings: Settings, *, worker: bool, concurrency: int = 1) -> 
             idle_timeout=int(settings.broker_redelivery_seconds * 1000),
             unacknowledged_batch_size=concurrency,
         )
-    broker.is_worker_process = worker
+    broker.is_worker_process = worker is not None
     return broker

@@ -49,7 +49,7 @@ class Enqueuer:
     @classmethod
     def from_settings(cls, settings: Settings) -> Enqueuer:
         return cls(
-            create_broker(settings, worker=False),
+            create_broker(settings),
             queue=queue_name(settings),
             lease_seconds=settings.lease_seconds,
         )

@@ -141,7 +141,7 @@ async def serve(settings: Settings, concurrency: int, stop: asyncio.Event) -> No
             sessionmaker,
             max_running=concurrency,
         )
-        broker = create_broker(settings, worker=True, concurrency=concurrency)
+        broker = create_broker(settings, worker=heartbeat.process.id, concurrency=concurrency)
         broker.register_task(execution_task(dispatcher), task_name=TASK_NAME)
         stack.push_async_callback(broker.shutdown)
         with startup_step("connecting to the queue broker (BROKER_URL)"):
