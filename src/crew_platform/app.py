@@ -8,7 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from sqlalchemy import text
 
 from crew_platform.agents.router import router as agents_router
@@ -201,13 +201,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         workers_router,
     ):
         app.include_router(router)
-
-    @app.get("/health", tags=["health"], summary="Liveness, database and providers check")
-    async def health() -> Health:
-        """`providers` says which model providers have a key and where they are called; it
-        never shows a key."""
-        async with app.state.sessionmaker() as session:
-            await session.execute(text("SELECT 1"))
-        return health_of(app.state.gateway)
-
+    app.add_api_route(
+        "/health",
+        health,
+        methods=["GET"],
+        tags=["health"],
+        summary="Liveness, database and providers check",
+    )
     return app
+
+
+async def health(request: Request) -> Health:
+    """`providers` says which model providers have a key and where they are called; it
+    never shows a key."""
+    # Module-level, reading the app from the request: FastAPI caches endpoints by identity, so
+    # a closure over the app would keep every app ever built alive.
+    state = request.app.state
+    async with state.sessionmaker() as session:
+        await session.execute(text("SELECT 1"))
+    return health_of(state.gateway)
