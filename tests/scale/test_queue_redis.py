@@ -35,6 +35,7 @@ from tests.scale.scenarios import (
     held,
     requests_of,
     runs_spread_and_complete_once,
+    statuses,
     topic,
     wait_until_finished,
 )
@@ -203,6 +204,34 @@ async def test_a_cancel_through_either_api_process_stops_a_run_on_either_worker(
     assert {e["status"] for i, e in finished.items() if i not in cancelled} == {"completed"}
     counted = calls(stub)
     assert all(counted["B", runs[i]] == 0 for i in cancelled)
+
+
+async def test_pause_and_resume_through_the_api_processes_reach_runs_on_both_workers(
+    live: Deployment, stub: StubServer
+) -> None:
+    """Paused through API process 1 while both workers' runs wait in their task A call: each
+    run stops after A (B is not asked) and lets its lease go. Resumed through API process 0:
+    the runs are enqueued again and complete, A not asked again."""
+    async with live.api() as http:
+        workflow, _ = await crew(http, ["A", "B"])
+    runs, holders = await fill_both_workers(live, stub, workflow, "A", "pause")
+    async with live.api(1) as http:
+        assert (await http.post(f"/workflows/{workflow}/pause")).status_code == 200
+        stub.open_gate("pause")
+
+        async def all_paused_and_let_go() -> bool:
+            seen = await statuses(http, workflow)
+            paused = all(seen[i]["status"] == "paused" for i in runs)
+            return paused and not any((await held(live, set(runs))).values())
+
+        await eventually(all_paused_and_let_go, what="every run paused, no lease held")
+    assert all(holders.values()), holders
+    assert calls(stub) == {("A", run): 1 for run in runs.values()}
+    async with live.api(0) as http:
+        assert (await http.post(f"/workflows/{workflow}/resume")).status_code == 200
+        finished = await wait_until_finished(http, workflow, len(runs))
+    assert {e["status"] for e in finished.values()} == {"completed"}
+    assert calls(stub) == {(name, run): 1 for name in "AB" for run in runs.values()}
 
 
 async def test_sigterm_stops_a_worker_cleanly_and_another_finishes_its_runs(
