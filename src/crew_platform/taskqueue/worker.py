@@ -123,7 +123,7 @@ async def serve(settings: Settings, concurrency: int, stop: asyncio.Event) -> No
             pickup_after=settings.lease_seconds,
         )
         stack.push_async_callback(heartbeat.retire)
-        bus = create_bus(settings)
+        bus = create_bus(settings, control_only=True)  # it shows no client any event
         stack.push_async_callback(bus.stop)
         with startup_step("connecting to the event bus (REDIS_URL)"):
             await bus.start()
