@@ -147,7 +147,7 @@ def configuration_problems(error: ValidationError) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crew-platform")
     sub = parser.add_subparsers(dest="command", required=True)
     serve_cmd = sub.add_parser("serve", help="serve the API (HOST/PORT from the environment)")
@@ -172,7 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     from crew_platform.auth.keys_cli import add_parser as add_api_key_parser
 
     add_api_key_parser(sub)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         settings = get_settings()
     except ValidationError as exc:

@@ -77,17 +77,15 @@ class WorkerProcess:
         self.concurrency = concurrency
         self.process: subprocess.Popen[bytes] | None = None
 
+    @staticmethod
+    def arguments(concurrency: int) -> list[str]:
+        """The command's arguments (deploy/docker-compose.yml runs the same)."""
+        return ["worker", "--concurrency", str(concurrency)]
+
     def start(self) -> WorkerProcess:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "crew_platform.cli",
-                    "worker",
-                    "--concurrency",
-                    str(self.concurrency),
-                ],
+                [sys.executable, "-m", "crew_platform.cli", *self.arguments(self.concurrency)],
                 env=self.env,
                 stdout=log,
                 stderr=log,
