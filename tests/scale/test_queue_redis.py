@@ -15,6 +15,7 @@ from __future__ import annotations
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -24,8 +25,9 @@ from websockets.asyncio.client import connect
 from crew_platform.devtools.llm_stub import StubServer, free_port
 from tests.conftest import REDIS_URL, fresh_postgres
 from tests.engine.test_leases import stored
-from tests.flows import eventually
+from tests.flows import eventually, for_task
 from tests.realtime.conftest import next_message, ws_request
+from tests.realtime.test_sse import read_sse, sse_frames
 from tests.scale.procs import API, Deployment, WorkerProcess, deployment, require_broker
 from tests.scale.scenarios import (
     calls,
@@ -35,6 +37,7 @@ from tests.scale.scenarios import (
     held,
     requests_of,
     runs_spread_and_complete_once,
+    start_runs,
     statuses,
     topic,
     wait_until_finished,
@@ -113,6 +116,39 @@ async def test_a_websocket_on_one_api_process_sees_every_event_of_runs_on_both_w
             logged = await event_log(http, execution_id)
             assert [e["seq"] for e in events] == list(range(1, len(logged) + 1)), events
             assert [e["type"] for e in events] == [e["event"] for e in logged]
+
+
+async def test_an_sse_client_reconnecting_to_the_other_api_process_misses_nothing(
+    live: Deployment, stub: StubServer
+) -> None:
+    """A run on a worker, streamed over SSE from API process 0 until its first task started;
+    the client then reconnects to API process 1 with Last-Event-ID and reads to the end:
+    together the two streams are the run's whole log, each event once, in order."""
+    async with live.api() as http:
+        workflow, _ = await crew(http, ["A", "B"])
+    stub.script(for_task("A", gate="sse"))
+    (execution_id,) = await start_runs(live, workflow, 1)
+    await eventually(lambda: stub.waiting_at("sse") == 1, what="the call at the gate")
+    path = f"{API}/executions/{execution_id}/events"
+    first: list[dict[str, Any]] = []
+    async with (
+        httpx.AsyncClient(base_url=live.apis[0].base_url, timeout=30) as http,
+        http.stream("GET", path) as response,
+    ):
+        assert response.status_code == 200
+        async for frame in sse_frames(response):
+            first.append(frame)
+            if frame["event"] == "task_started":
+                break
+    stub.open_gate("sse")
+    async with httpx.AsyncClient(base_url=live.apis[1].base_url, timeout=30) as http:
+        rest = await read_sse(http, path, headers={"Last-Event-ID": first[-1]["id"]})
+    async with live.api() as http:
+        logged = await event_log(http, execution_id)
+    streamed = first + rest
+    assert [int(f["id"]) for f in streamed] == [e["seq"] for e in logged]
+    assert [f["event"] for f in streamed] == [e["event"] for e in logged]
+    assert streamed[-1]["event"] == "workflow_completed"
 
 
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGSTOP], ids=["killed", "frozen"])
