@@ -24,6 +24,7 @@ SCENARIOS = {
     6: "Overhead per tool round trip, side by side",
     7: "A hierarchical crew, side by side",
     8: "Cost of authentication per request",
+    9: "Scale-out: workers on a queue",
 }
 
 
