@@ -136,9 +136,10 @@ def run(ctx: Context, peers_ready: dict[str, bool]) -> ScenarioResult:
     counts = (1,) if ctx.smoke else WORKER_COUNTS
     reps = ctx.reps or (1 if ctx.smoke else 2)
     rows: list[tuple[str, int, Point, dict[str, float]]] = []
-    ctx.log(f"s9 in-process server K={k}")
-    point, cpu = _measure(ctx, ctx.postgres, "in-process server", 0, k, reps)
-    rows.append(("in-process server", 0, point, cpu))
+    if not ctx.smoke:  # the reference row, measured in scenario 2's smoke run already
+        ctx.log(f"s9 in-process server K={k}")
+        point, cpu = _measure(ctx, ctx.postgres, "in-process server", 0, k, reps)
+        rows.append(("in-process server", 0, point, cpu))
     for workers in counts:
         label = f"1 API + {workers} worker{'s' if workers > 1 else ''}"
         ctx.log(f"s9 {label} K={k}")
