@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator
@@ -36,11 +35,6 @@ from crew_platform.workers.router import router as workers_router
 from crew_platform.workflows.router import router as workflows_router
 
 log = logging.getLogger(__name__)
-
-SDK_WARM_UP_DELAY_SECONDS = 0.5
-"""The openai SDK is imported in a worker thread this long after start-up: the import holds the
-GIL for a noticeable part of start-up, which would otherwise slow the lifespan and the first
-requests."""
 
 
 def rate_limited(settings: Settings) -> bool:
@@ -89,17 +83,6 @@ def _startup_step(what: str) -> Iterator[None]:
         yield
     except Exception as exc:
         raise StartupFailed(f"start-up failed {what}: {exc}") from exc
-
-
-async def _cancelled(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
-async def _warm_up_later(gateway: LLMGateway) -> None:
-    await asyncio.sleep(SDK_WARM_UP_DELAY_SECONDS)
-    await gateway.warm_up()
 
 
 DESCRIPTION = """Run teams of AI agents (role, goal, backstory, model) through workflows of tasks,
@@ -161,9 +144,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.dispatcher = dispatcher
             app.state.heartbeat = heartbeat
             app.state.hub = hub
-            warm_up = asyncio.create_task(_warm_up_later(gateway), name="llm-sdk-warm-up")
-            stack.push_async_callback(_cancelled, warm_up)
-            app.state.sdk_warm_up = warm_up
             with _startup_step("recovering executions from the database (DATABASE_URL)"):
                 await heartbeat.register()  # live before it takes anything
                 await dispatcher.recover()
