@@ -4,8 +4,9 @@
         base=/tmp/variants/base/src new=src
 
 Each variant is a `src/` directory (e.g. `git archive <commit> src | tar -x -C DIR`) served by
-its own `crew-platform serve` (on `PYTHONPATH`) on its own fresh PostgreSQL database. After a
-warm-up burst of 20, the bursts of K run A, B, A, B, ...; per burst: the slowest POST, the peak
+its own `crew-platform serve` (on `PYTHONPATH`) on its own fresh PostgreSQL database, one server
+at a time, started for each burst. After a warm-up burst of 20 on each server, the bursts of K
+run A, B, A, B, ...; per burst: the slowest POST, the peak
 of model calls in flight at the stub, executions/s and the server's CPU time per execution
 (user + system during the burst, its polling included), with the load average at the start.
 `--langgraph`: LangGraph's driver runs the same K after each round (when its virtualenv exists),
@@ -57,27 +58,34 @@ def main() -> None:
     stub = Stub().start()
     with contextlib.ExitStack() as stack:
         stack.callback(stub.stop)
-        servers = []
+        urls = []
         for variant in variants:
             url = stack.enter_context(postgres_database(ADMIN_URL, f"cmp_{variant.name}"))
             migrate(url, workdir)
-            env = SERVER_ENV | {"PYTHONPATH": str(variant.src)}
-            server = Server(url, stub, workdir, extra_env=env).start()
-            stack.callback(server.stop)
-            servers.append(server)
+            urls.append(url)
             variant.point = Point(variant.name, args.k)
         stub.configure(LATENCY)
         langgraph: list[float] = []
-        for variant, server in zip(variants, servers, strict=True):
-            asyncio.run(_burst(server, 20, Point("warm-up", 20), f"warm-{variant.name}", 300))
         for rep in range(args.reps):
-            for variant, server in zip(variants, servers, strict=True):
-                variant.loads.append(os.getloadavg()[0])
-                stub.reset_peak()
-                before = cpu_seconds(server.pid)
-                asyncio.run(_burst(server, args.k, variant.point, f"{variant.name}-{rep}", 300))
-                variant.cpu_ms.append((cpu_seconds(server.pid) - before) / args.k * 1000)
-                variant.point.peaks_in_flight.append(stub.peak_in_flight())
+            for variant, url in zip(variants, urls, strict=True):
+                # One server at a time, started afresh for each burst (after a warm-up burst of
+                # 20): the machine's PostgreSQL (max_connections 100) is shared with other
+                # work, and two pools of 40 at once ran it out of connections.
+                env = SERVER_ENV | {"PYTHONPATH": str(variant.src)}
+                server = Server(url, stub, workdir, extra_env=env).start()
+                try:
+                    asyncio.run(
+                        _burst(server, 20, Point("warm-up", 20), f"w-{variant.name}-{rep}", 300)
+                    )
+                    variant.loads.append(os.getloadavg()[0])
+                    stub.reset_peak()
+                    before = cpu_seconds(server.pid)
+                    tag = f"{variant.name}-{rep}"
+                    asyncio.run(_burst(server, args.k, variant.point, tag, 300))
+                    variant.cpu_ms.append((cpu_seconds(server.pid) - before) / args.k * 1000)
+                    variant.point.peaks_in_flight.append(stub.peak_in_flight())
+                finally:
+                    server.stop()
                 print(_row(variant), flush=True)
             if args.langgraph and peer_envs.LANGGRAPH.installed():
                 peer = _langgraph(stub, args.k)

@@ -144,7 +144,8 @@ class _ModelCache:
 
 class _Connections:
     """A provider's HTTP connections: pools of at most `SHARD` connections each, together as
-    many as calls may run at once; a call takes the first pool with a connection to spare.
+    many as calls may run at once; a call takes the first pool with a connection to spare. A
+    pool is made when it is first needed.
 
     One pool of hundreds of connections costs CPU on every request: the pool checks each of its
     idle connections (a system call each) whenever a request starts or ends. Filling the first
@@ -156,7 +157,8 @@ class _Connections:
     def __init__(self, client: Callable[[int], httpx2.AsyncClient], connections: int) -> None:
         pools = -(-connections // self.SHARD)
         self._size = -(-connections // pools)
-        self._pools = [client(self._size) for _ in range(pools)]
+        self._client = client
+        self._pools: list[httpx2.AsyncClient | None] = [None] * pools
         self._busy = [0] * pools
 
     @contextlib.contextmanager
@@ -165,15 +167,19 @@ class _Connections:
         queue)."""
         index = next((i for i, n in enumerate(self._busy) if n < self._size), -1)
         index %= len(self._pools)
+        pool = self._pools[index]
+        if pool is None:
+            pool = self._pools[index] = self._client(self._size)
         self._busy[index] += 1
         try:
-            yield self._pools[index]
+            yield pool
         finally:
             self._busy[index] -= 1
 
     async def aclose(self) -> None:
         for pool in self._pools:
-            await pool.aclose()
+            if pool is not None:
+                await pool.aclose()
 
 
 class LLMGateway:
@@ -211,12 +217,15 @@ class LLMGateway:
         if clients is None:
             base_url, key = config.base_url or OPENAI_BASE_URL, config.key
             timeout = self._settings.llm_timeout_seconds
+            # One TLS context for all the pools: building one (the CA bundle) costs ~30 ms.
+            tls = httpx2.create_ssl_context()
 
             def client(connections: int) -> httpx2.AsyncClient:
                 return httpx2.AsyncClient(
                     base_url=base_url,
                     headers={"Authorization": f"Bearer {key}", "Accept": "application/json"},
                     timeout=timeout,
+                    verify=tls,
                     limits=httpx2.Limits(
                         max_connections=connections, max_keepalive_connections=connections
                     ),
