@@ -238,9 +238,9 @@ class Server:
             "RATE_LIMIT_WS": "off",
             "LOG_LEVEL": "warning",
             "DEFAULT_MODEL": workload.MODEL,
-            **(extra_env or {}),
         }
-        self.env.pop("REDIS_URL", None)
+        self.env.pop("REDIS_URL", None)  # only where a scenario asks for it
+        self.env.update(extra_env or {})
         self.process: subprocess.Popen[bytes] | None = None
         self.startup_seconds: float | None = None
 
@@ -284,8 +284,60 @@ class Server:
         return reset_peak(self.pid)
 
 
+class Worker:
+    """`crew-platform worker --concurrency N` in its own process, with a server's environment
+    (EXECUTOR=queue, BROKER_URL and REDIS_URL among `extra_env`)."""
+
+    def __init__(self, server: Server, concurrency: int) -> None:
+        self.env = dict(server.env)
+        self.workdir = server.workdir
+        self.concurrency = concurrency
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def start(self) -> Worker:
+        self.log_path = _log_file(f"worker-{uuid.uuid4().hex[:6]}")
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "crew_platform.cli",
+                    "worker",
+                    "--concurrency",
+                    str(self.concurrency),
+                ],
+                env=self.env,
+                cwd=self.workdir,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+        return self
+
+    def stop(self) -> None:
+        _stop(self.process)
+
+
+def wait_for_workers(server: Server, count: int, timeout: float = 60) -> None:
+    """Until the server's `GET /api/v1/workers` lists `count` live workers."""
+    deadline = time.monotonic() + timeout
+    with httpx.Client(base_url=server.base_url, timeout=5) as client:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                listed = client.get("/api/v1/workers")
+                live = [w for w in listed.json() if w.get("kind") == "worker"]
+                if len(live) >= count:
+                    return
+            time.sleep(0.1)
+    raise RuntimeError(f"{count} worker(s) did not register within {timeout:.0f} s")
+
+
 @contextlib.contextmanager
-def running(*processes: Stub | Server) -> Iterator[None]:
+def running(*processes: Stub | Server | Worker) -> Iterator[None]:
     try:
         yield
     finally:

@@ -33,6 +33,7 @@ def _scenarios() -> list[tuple[int, str, Callable[[Context, dict[str, bool]], Sc
         s6_tools,
         s7_hierarchical,
         s8_auth,
+        s9_scaleout,
     )
 
     return [
@@ -44,6 +45,7 @@ def _scenarios() -> list[tuple[int, str, Callable[[Context, dict[str, bool]], Sc
         (6, "Overhead per tool round trip, side by side", s6_tools.run),
         (7, "A hierarchical crew, side by side", s7_hierarchical.run),
         (8, "Cost of authentication per request", s8_auth.run),
+        (9, "Scale-out: workers on a queue", s9_scaleout.run),
     ]
 
 

@@ -7,6 +7,7 @@ TEST_DATABASE_URL (default: the local server, database `test`); under CI=true it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import uuid
@@ -78,10 +79,10 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def postgres_migrated() -> Iterator[str]:
-    """A database of our own for this pytest session (parallel runs never collide);
-    falls back to TEST_DATABASE_URL itself where we may not create databases."""
+@contextlib.contextmanager
+def fresh_postgres() -> Iterator[str]:
+    """A migrated database of our own (parallel runs never collide), dropped afterwards;
+    falls back to TEST_DATABASE_URL itself, emptied, where we may not create databases."""
     problem = run_coroutine(lambda: _postgres_reachable(PG_URL))
     require_service("PostgreSQL", problem)
     base = make_url(_normalise(PG_URL))
@@ -103,9 +104,18 @@ def postgres_migrated() -> Iterator[str]:
         url, created = base.render_as_string(hide_password=False), False
         run_coroutine(lambda: _drop_all(url))
     upgrade_to_head(url)
-    yield url
-    if created:
-        run_coroutine(lambda: _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    try:
+        yield url
+    finally:
+        if created:
+            run_coroutine(lambda: _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def postgres_migrated() -> Iterator[str]:
+    """A database of our own for this pytest session (see `fresh_postgres`)."""
+    with fresh_postgres() as url:
+        yield url
 
 
 async def _drop_all(url: str) -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from sqlalchemy import text
 
 from crew_platform.agents.router import router as agents_router
@@ -18,7 +18,7 @@ from crew_platform.common.http import install_error_handlers
 from crew_platform.db import create_engine, create_sessionmaker
 from crew_platform.edge.body_limit import BodyLimitMiddleware
 from crew_platform.edge.docs_ui import install_docs
-from crew_platform.engine import Dispatcher, ExecutionRunner, Heartbeat, Process
+from crew_platform.engine import Dispatcher, ExecutionRunner, Executor, Heartbeat, Process
 from crew_platform.events.bus import create_bus
 from crew_platform.executions.router import router as executions_router
 from crew_platform.llm.gateway import LLMGateway
@@ -27,6 +27,8 @@ from crew_platform.realtime.hub import Hub
 from crew_platform.realtime.sse import router as sse_router
 from crew_platform.realtime.ws import router as ws_router
 from crew_platform.settings import Settings, get_settings, limit_is_off
+from crew_platform.startup import StartupFailed, check_executor
+from crew_platform.startup import startup_step as _startup_step
 from crew_platform.tasks.router import router as tasks_router
 from crew_platform.toolbox.router import servers_router as mcp_servers_router
 from crew_platform.toolbox.router import tools_router
@@ -35,6 +37,8 @@ from crew_platform.workers.router import router as workers_router
 from crew_platform.workflows.router import router as workflows_router
 
 log = logging.getLogger(__name__)
+
+__all__ = ["StartupFailed", "create_app"]
 
 
 def rate_limited(settings: Settings) -> bool:
@@ -73,18 +77,6 @@ def _install_edge(app: FastAPI, settings: Settings) -> None:
         app.add_middleware(RateLimitMiddleware, limits=limits)
 
 
-class StartupFailed(RuntimeError):
-    """A step of start-up failed; the message names the step and the setting behind it."""
-
-
-@contextlib.contextmanager
-def _startup_step(what: str) -> Iterator[None]:
-    try:
-        yield
-    except Exception as exc:
-        raise StartupFailed(f"start-up failed {what}: {exc}") from exc
-
-
 DESCRIPTION = """Run teams of AI agents (role, goal, backstory, model) through workflows of tasks,
 on Cerebras inference by default. Errors always use the envelope
 `{"error": CODE, "message": ..., "details": {...}}`."""
@@ -97,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Whatever start-up opened is closed in reverse order, also when a later step fails.
         async with contextlib.AsyncExitStack() as stack:
+            check_executor(settings)  # EXECUTOR=queue without what it needs: one line, no more
             engine = create_engine(settings)
             stack.push_async_callback(engine.dispose)
             sessionmaker = create_sessionmaker(engine)
@@ -119,36 +112,49 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stack.push_async_callback(gateway.aclose)
             tools = Registry(settings, sessionmaker)
             app.state.tools = tools
-            dispatcher = Dispatcher(
-                ExecutionRunner(
+            executor: Executor
+            dispatcher: Dispatcher | None = None
+            if settings.executor == "queue":
+                # The workers run the executions: this process enqueues them and holds none.
+                from crew_platform.taskqueue.enqueuer import Enqueuer
+
+                enqueuer = Enqueuer.from_settings(settings)
+                stack.push_async_callback(enqueuer.shutdown)
+                await enqueuer.start()  # a broker that is down is logged and tried again
+                executor = enqueuer
+            else:
+                executor = dispatcher = Dispatcher(
+                    ExecutionRunner(
+                        sessionmaker,
+                        bus,
+                        gateway,
+                        tools,
+                        owner=heartbeat.process.id,
+                        tool_timeout=settings.tool_timeout_seconds,
+                    ),
                     sessionmaker,
-                    bus,
-                    gateway,
-                    tools,
-                    owner=heartbeat.process.id,
-                    tool_timeout=settings.tool_timeout_seconds,
-                ),
-                sessionmaker,
-                max_running=settings.execution_max_concurrency,
-            )
+                    max_running=settings.execution_max_concurrency,
+                )
             hub = Hub(bus, settings.ws_queue_size)
             hub.start()
             stack.callback(hub.stop)
-            stack.push_async_callback(dispatcher.shutdown)
+            if dispatcher is not None:
+                stack.push_async_callback(dispatcher.shutdown)
             app.state.settings = settings
             app.state.engine = engine
             app.state.sessionmaker = sessionmaker
             app.state.reads = reads
             app.state.bus = bus
             app.state.gateway = gateway
-            app.state.dispatcher = dispatcher
+            app.state.dispatcher = executor
             app.state.heartbeat = heartbeat
             app.state.hub = hub
-            with _startup_step("recovering executions from the database (DATABASE_URL)"):
-                await heartbeat.register()  # live before it takes anything
-                await dispatcher.recover()
-            heartbeat.start(dispatcher)
-            stack.push_async_callback(heartbeat.stop)
+            if dispatcher is not None:
+                with _startup_step("recovering executions from the database (DATABASE_URL)"):
+                    await heartbeat.register()  # live before it takes anything
+                    await dispatcher.recover()
+                heartbeat.start(dispatcher)
+                stack.push_async_callback(heartbeat.stop)
             yield
 
     app = FastAPI(
@@ -175,13 +181,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         workers_router,
     ):
         app.include_router(router)
-
-    @app.get("/health", tags=["health"], summary="Liveness, database and providers check")
-    async def health() -> Health:
-        """`providers` says which model providers have a key and where they are called; it
-        never shows a key."""
-        async with app.state.sessionmaker() as session:
-            await session.execute(text("SELECT 1"))
-        return health_of(app.state.gateway)
-
+    app.add_api_route(
+        "/health",
+        health,
+        methods=["GET"],
+        tags=["health"],
+        summary="Liveness, database and providers check",
+    )
     return app
+
+
+async def health(request: Request) -> Health:
+    """`providers` says which model providers have a key and where they are called; it
+    never shows a key."""
+    # Module-level, reading the app from the request: FastAPI caches endpoints by identity, so
+    # a closure over the app would keep every app ever built alive.
+    state = request.app.state
+    async with state.sessionmaker() as session:
+        await session.execute(text("SELECT 1"))
+    return health_of(state.gateway)

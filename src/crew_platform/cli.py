@@ -1,4 +1,4 @@
-"""`crew-platform serve | migrate | api-key`."""
+"""`crew-platform serve | worker | migrate | api-key`."""
 
 from __future__ import annotations
 
@@ -40,6 +40,11 @@ def _load_app() -> None:
         import crew_platform.app  # noqa: F401
     finally:
         gc.enable()
+    _quiet_gc()
+
+
+def _quiet_gc() -> None:
+    """Freeze what start-up built and collect less often (`GC_GEN0_THRESHOLD`)."""
     gc.freeze()
     gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
 
@@ -49,7 +54,7 @@ def configure_logging(log_level: str) -> None:
     call) only at debug level. uvicorn's access log is HTTP_ACCESS_LOG (`serve`)."""
     logging.basicConfig(level=log_level.upper())
     if log_level.lower() != "debug":
-        for name in ("httpx", "httpx2", "httpcore", "openai"):
+        for name in ("httpx", "httpx2", "httpcore", "openai", "taskiq", "aio_pika", "aiormq"):
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
@@ -71,6 +76,22 @@ def unauthenticated_refusal(settings: Settings, host: str, allow: bool) -> str |
         "could read every prompt, run up the model bill and delete everything; set AUTH_MODE="
         "api_key or jwt, bind 127.0.0.1, or pass --allow-unauthenticated"
     )
+
+
+def executor_refusal(settings: Settings, *, worker: bool = False) -> str | None:
+    """Why `serve` (or `worker`) must not start with these EXECUTOR settings (one line), or
+    None."""
+    from crew_platform.startup import executor_problem
+
+    problem = executor_problem(settings, worker=worker)
+    return None if problem is None else f"crew-platform: refusing to start: {problem}"
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return number
 
 
 def serve(host: str | None, port: int | None, reload: bool) -> None:
@@ -98,6 +119,23 @@ def serve(host: str | None, port: int | None, reload: bool) -> None:
     )
 
 
+def worker(settings: Settings, concurrency: int | None) -> int:
+    """Run a queue worker until SIGTERM or SIGINT; 0 when it stopped so, 1 when it could not
+    start (one line naming the setting)."""
+    import asyncio
+
+    from crew_platform.startup import StartupFailed
+    from crew_platform.taskqueue.worker import run
+
+    _quiet_gc()
+    try:
+        asyncio.run(run(settings, concurrency or settings.execution_max_concurrency))
+    except StartupFailed as exc:
+        print(f"crew-platform worker: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def configuration_problems(error: ValidationError) -> list[str]:
     """One line per bad environment variable, named as the user set it (not pydantic's field
     path and traceback)."""
@@ -109,7 +147,7 @@ def configuration_problems(error: ValidationError) -> list[str]:
     return lines
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crew-platform")
     sub = parser.add_subparsers(dest="command", required=True)
     serve_cmd = sub.add_parser("serve", help="serve the API (HOST/PORT from the environment)")
@@ -122,11 +160,23 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="serve a non-loopback address although AUTH_MODE=none",
     )
+    worker_cmd = sub.add_parser(
+        "worker", help="run the executions API processes enqueue (EXECUTOR=queue, BROKER_URL)"
+    )
+    worker_cmd.add_argument(
+        "--concurrency",
+        type=_positive,
+        help="executions run at once (default: EXECUTION_MAX_CONCURRENCY)",
+    )
     sub.add_parser("migrate", help="apply database migrations up to head")
     from crew_platform.auth.keys_cli import add_parser as add_api_key_parser
 
     add_api_key_parser(sub)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         settings = get_settings()
     except ValidationError as exc:
@@ -141,10 +191,15 @@ def main(argv: list[str] | None = None) -> int:
         from crew_platform.auth.keys_cli import run as run_api_key
 
         return run_api_key(args, settings)
+    elif args.command == "worker":
+        if (problem := executor_refusal(settings, worker=True)) is not None:
+            print(problem, file=sys.stderr)
+            return 2
+        return worker(settings, args.concurrency)
     elif args.command == "serve":
         refusal = unauthenticated_refusal(
             settings, args.host or settings.host, args.allow_unauthenticated
-        )
+        ) or executor_refusal(settings)
         if refusal is not None:
             print(refusal, file=sys.stderr)
             return 2

@@ -80,10 +80,14 @@ def create_engine(settings: Settings) -> AsyncEngine:
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "handle_error", _keep_sqlite_connection_on_cancel)
         return engine
-    # All 40 connections stay pooled once opened: with an overflow (the former 20 + 20), a load
-    # past 20 concurrent requests opened and closed a connection for many of them.
+    # All DATABASE_POOL_SIZE (40) connections stay pooled once opened: with an overflow (the
+    # former 20 + 20), a load past 20 concurrent requests opened and closed a connection for
+    # many of them.
     engine = create_async_engine(
-        settings.database_url, pool_size=40, max_overflow=0, pool_recycle=PG_RECYCLE_SECONDS
+        settings.database_url,
+        pool_size=settings.database_pool_size,
+        max_overflow=0,
+        pool_recycle=PG_RECYCLE_SECONDS,
     )
     event.listen(engine.sync_engine, "checkout", _refuse_closed_connection)
     return engine

@@ -108,3 +108,8 @@ class PayloadTooLarge(PlatformError):
 class RateLimited(PlatformError):
     status_code = 429
     code = "RATE_LIMITED"
+
+
+class ServiceUnavailable(PlatformError):
+    status_code = 503
+    code = "SERVICE_UNAVAILABLE"

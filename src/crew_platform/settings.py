@@ -35,6 +35,15 @@ class Settings(BaseSettings):
     default_model: str = "llama-4-maverick-17b-128e-instruct"
     llm_max_concurrency: int = Field(default=64, ge=1)
     execution_max_concurrency: int = Field(default=128, ge=1)
+    executor: Literal["inprocess", "queue"] = "inprocess"
+    """`inprocess`: the server runs the executions it accepts (one process, no other service).
+    `queue`: API processes enqueue them on BROKER_URL and `crew-platform worker` processes run
+    them (needs PostgreSQL, BROKER_URL and REDIS_URL)."""
+    broker_url: str | None = None
+    """EXECUTOR=queue: `redis://…` (Redis Streams, a consumer group) or `amqp://…` (RabbitMQ)."""
+    broker_redelivery_seconds: float = Field(default=60.0, gt=0)
+    """Redis Streams: a message a worker received but has not acknowledged for this long is
+    given to another worker (the leases make that harmless if the first one still runs it)."""
     lease_seconds: float = Field(default=15.0, gt=0)
     """How long a process holds the executions it runs without a heartbeat (it beats every
     third of this); a process silent longer loses them to another process."""
@@ -47,6 +56,10 @@ class Settings(BaseSettings):
     not served (see `llm.fallback`)."""
 
     sqlite_read_connections: int = Field(default=2, ge=1)
+    database_pool_size: int = Field(default=40, ge=1)
+    """PostgreSQL connections of one process (API or worker), kept open once opened. Every
+    process of a deployment has its own pool: their sum must stay under the server's
+    `max_connections` (100 by default)."""
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1)
     http_keep_alive_seconds: int = Field(default=75, ge=1)

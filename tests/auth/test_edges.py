@@ -133,6 +133,24 @@ async def test_another_owners_agents_and_workflows_cannot_be_referenced(
     assert mine.status_code == 200  # a task belongs to its workflow's owner
 
 
+async def test_another_owners_agent_cannot_manage_a_hierarchical_workflow(
+    auth_app: Any, http: Any
+) -> None:
+    alice = await create_owned(http, "alice")
+    bob = await create_owned(http, "bob")
+    as_bob = token_of("bob")
+    borrowed = {"workflow_type": "hierarchical", "config": {"manager_agent_id": alice.agent}}
+    created = await http.post(
+        "/api/v1/workflows/", json={"name": "borrowing", **borrowed}, headers=as_bob
+    )
+    assert_error(created, 422, "VALIDATION_ERROR", fields=["config.manager_agent_id"])
+    switched = await http.put(f"/api/v1/workflows/{bob.workflow}", json=borrowed, headers=as_bob)
+    assert_error(switched, 422, "VALIDATION_ERROR", fields=["config.manager_agent_id"])
+    own = {"workflow_type": "hierarchical", "config": {"manager_agent_id": bob.agent}}
+    allowed = await http.put(f"/api/v1/workflows/{bob.workflow}", json=own, headers=as_bob)
+    assert allowed.status_code == 200, allowed.text
+
+
 async def test_without_ownership_everyone_sees_everything_but_created_by_is_kept(
     database_url: str, stub: StubServer
 ) -> None:

@@ -131,3 +131,24 @@ async def test_cancel_through_another_instance_aborts_the_call_at_once_over_redi
     assert len(stub.requests) == 1  # aborted, not timed out and retried
     assert (await here.get(f"{API}/executions/{run['id']}")).json()["status"] == "cancelled"
     assert await runs_of(here, a["id"]) == ["cancelled"]
+
+
+async def test_pause_through_another_instance_reaches_the_runner_over_redis_before_the_boundary(
+    redis_pair: Pair, stub: StubServer
+) -> None:
+    """The pause's `workflow_paused` event tells the runner at once (a queue worker learns of a
+    pause this way); the store stays the truth at the boundary, as without Redis."""
+    (runner_app, here), (_, there) = redis_pair
+    stub.script(for_task("A", gate="a", content="OUT<A>"))
+    _, workflow, (a, b) = await pipeline(here, ["A", "B"])
+    run = await execute(here, workflow["id"])
+    await wait_for_gate(stub, "a")
+    control = runner_app.state.dispatcher.leased()[run["id"]]
+    assert not control.pause_requested
+    assert (await there.post(f"{API}/workflows/{workflow['id']}/pause")).status_code == 200
+    await eventually(lambda: control.pause_requested, what="the pause to reach the runner")
+    stub.open_gate("a")
+    await idle(runner_app)
+    assert (await here.get(f"{API}/executions/{run['id']}")).json()["status"] == "paused"
+    assert await runs_of(here, a["id"]) == ["completed"]
+    assert await runs_of(here, b["id"]) == []

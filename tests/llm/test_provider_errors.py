@@ -94,6 +94,7 @@ async def test_a_run_failing_with_the_configured_key_echoed_stores_and_tells_no_
     assert "400" in task_run["error"] and "[REDACTED]" in task_run["error"]
     (failed,) = [e for e in events if e.type == EventType.TASK_FAILED]
     assert "[REDACTED]" in failed.data["error"]
+    assert failed.data["model"] and failed.data["model"] == task_run["model"]
 
 
 async def test_a_run_failing_with_a_401_stores_the_status_not_the_key(

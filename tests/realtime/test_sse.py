@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -21,16 +22,20 @@ async def read_sse(
     async with http.stream("GET", path, headers=headers or {}) as response:
         assert response.status_code == 200, await response.aread()
         assert response.headers["content-type"].startswith("text/event-stream")
-        return await _frames(response)
+        return await all_frames(response)
 
 
-async def _frames(response: httpx.Response) -> list[dict[str, Any]]:
-    frames: list[dict[str, Any]] = []
+async def all_frames(response: httpx.Response) -> list[dict[str, Any]]:
+    return [frame async for frame in sse_frames(response)]
+
+
+async def sse_frames(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+    """The stream's frames as they come, each as {"id", "event", "data"}."""
     current: dict[str, Any] = {}
     async for line in response.aiter_lines():
         if not line:
             if "data" in current:
-                frames.append(current)
+                yield current
             current = {}
             continue
         if line.startswith(":"):
@@ -38,7 +43,6 @@ async def _frames(response: httpx.Response) -> list[dict[str, Any]]:
         key, _, value = line.partition(":")
         value = value.removeprefix(" ")
         current[key] = json.loads(value) if key == "data" else value
-    return frames
 
 
 async def test_live_stream_from_pending_to_final_event(
@@ -147,7 +151,7 @@ async def test_a_reader_that_falls_behind_gets_every_event_and_the_end(
             assert response.status_code == 200
             await http.post(f"/api/v1/workflows/{wf}/resume")
             await wait_for_execution(http, run["id"])
-            frames = await asyncio.wait_for(_frames(response), timeout=20)
+            frames = await asyncio.wait_for(all_frames(response), timeout=20)
     persisted = [f for f in frames if "id" in f]
     logs = (await http.get(f"/api/v1/executions/{run['id']}/logs")).json()
     assert [f["data"]["seq"] for f in persisted] == [entry["seq"] for entry in logs]

@@ -8,6 +8,10 @@ prints the same scope). WebSocket: the same headers, or, when there are none, a 
 `{"type": "auth", "token": ...}` within WS_AUTH_SECONDS; a socket that fails is accepted and
 closed with 4401 (4403 without the scope, 4429 over the failure budget), which browsers see.
 
+A stream (the WebSocket, the SSE stream) re-checks its credential every STREAM_RECHECK_SECONDS
+(at least API_KEY_CACHE_SECONDS): a revoked key or an expired token ends it (WebSocket close
+4401, the SSE stream's end), as it would refuse the next request.
+
 A presented credential that fails counts against the client IP's RATE_LIMIT_AUTH_FAILURES; an
 IP past it gets 429 on every request until the window frees up, valid credentials included.
 """
@@ -15,8 +19,10 @@ IP past it gets 429 on every request until the window frees up, valid credential
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -43,6 +49,7 @@ WS_AUTH_SECONDS = 5.0
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_TOO_MANY_FAILURES = 4429
+STREAM_RECHECK_SECONDS = 1.0
 
 
 def _under(path: str, prefixes: tuple[str, ...]) -> bool:
@@ -90,6 +97,7 @@ class AuthMiddleware:
         self.open_paths = OPEN_PATHS + (DOCS_PATHS if settings.auth_docs_public else ())
         self.failure_limit = parse_limit(settings.rate_limit_auth_failures)
         self.limits = limits if self.failure_limit is not None else None
+        self.recheck_seconds = max(STREAM_RECHECK_SECONDS, settings.api_key_cache_seconds)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -177,7 +185,58 @@ class AuthMiddleware:
             await error_response(exc, {"WWW-Authenticate": challenge})(scope, receive, send)
             return
         with calling_as(Caller(principal, self.ownership)):
-            await self.app(scope, receive, send)
+            if credential and SSE_PATH.fullmatch(path):
+                await self._sse_while_valid(scope, receive, send, credential)
+            else:
+                await self.app(scope, receive, send)
+
+    async def _sse_while_valid(
+        self, scope: Scope, receive: Receive, send: Send, credential: str
+    ) -> None:
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        async def end(refusal: Unauthorized) -> None:
+            if started:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            else:
+                await error_response(refusal, unauthorized_headers(refusal))(scope, receive, send)
+
+        await self._while_valid(scope, credential, self.app(scope, receive, tracking_send), end)
+
+    async def _while_valid(
+        self,
+        scope: Scope,
+        credential: str,
+        stream: Awaitable[None],
+        end: Callable[[Unauthorized], Awaitable[None]],
+    ) -> None:
+        """Runs `stream` while `credential` stays valid; when it stops being valid, the stream
+        is stopped and `end` closes what the client sees."""
+        authenticator: Authenticator = scope["app"].state.authenticator
+        serving = asyncio.ensure_future(stream)
+        try:
+            while True:
+                done, _ = await asyncio.wait({serving}, timeout=self.recheck_seconds)
+                if done:
+                    return serving.result()
+                try:
+                    await authenticator.authenticate(credential)
+                except Unauthorized as refusal:
+                    log.info(
+                        "a stream on %s ends: its credential is no longer valid (%s)",
+                        scope["path"],
+                        refusal.details.get("reason"),
+                    )
+                    await _stopped(serving)
+                    await end(refusal)
+                    return
+        finally:
+            await _stopped(serving)
 
     # -- WebSocket ---------------------------------------------------------------------------
 
@@ -193,7 +252,7 @@ class AuthMiddleware:
         principal = await self._ws_principal(scope, credential, client)
         if isinstance(principal, Principal):
             with calling_as(Caller(principal, self.ownership)):
-                await self.app(scope, receive, send)
+                await self._ws_while_valid(scope, credential, self.app(scope, receive, send), send)
         else:
             await _refuse(receive, send, *principal)
 
@@ -257,7 +316,17 @@ class AuthMiddleware:
                 await send(message)
 
         with calling_as(Caller(principal, self.ownership)):
-            await self.app(scope, replay_receive, send_once_accepted)
+            stream = self.app(scope, replay_receive, send_once_accepted)
+            await self._ws_while_valid(scope, token, stream, send)
+
+    async def _ws_while_valid(
+        self, scope: Scope, credential: str, stream: Awaitable[None], send: Send
+    ) -> None:
+        async def end(refusal: Unauthorized) -> None:
+            with contextlib.suppress(Exception):  # the client may be gone already
+                await _close(send, CLOSE_UNAUTHORIZED, refusal.message)
+
+        await self._while_valid(scope, credential, stream, end)
 
 
 def _auth_message_token(message: Message) -> str | None:
@@ -283,6 +352,14 @@ async def _refuse(receive: Receive, send: Send, code: int, reason: str) -> None:
     elif message["type"] == "websocket.disconnect":
         return
     await _close(send, code, reason)
+
+
+async def _stopped(task: asyncio.Future[None]) -> None:
+    if task.done():
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _close(send: Send, code: int, reason: str) -> None:

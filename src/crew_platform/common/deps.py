@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crew_platform.engine import Dispatcher
+from crew_platform.engine import Executor
 from crew_platform.events.bus import EventBus
 from crew_platform.reads import Reads
 from crew_platform.settings import Settings
@@ -32,8 +32,8 @@ async def get_app_settings(request: Request) -> Settings:
     return settings
 
 
-async def get_dispatcher(request: Request) -> Dispatcher:
-    dispatcher: Dispatcher = request.app.state.dispatcher
+async def get_dispatcher(request: Request) -> Executor:
+    dispatcher: Executor = request.app.state.dispatcher
     return dispatcher
 
 
@@ -50,6 +50,6 @@ async def get_toolbox(request: Request) -> Toolbox:
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 ReadsDep = Annotated[Reads, Depends(get_reads)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
-DispatcherDep = Annotated[Dispatcher, Depends(get_dispatcher)]
+DispatcherDep = Annotated[Executor, Depends(get_dispatcher)]
 BusDep = Annotated[EventBus, Depends(get_bus)]
 ToolboxDep = Annotated[Toolbox, Depends(get_toolbox)]

@@ -15,12 +15,19 @@ from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import AfterValidator, BaseModel, Field, WithJsonSchema
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from crew_platform.common.limits import MAX_ID, MAX_JSON_DEPTH
-from crew_platform.errors import InvalidJSON, NotFound, PlatformError, ValidationFailed
+from crew_platform.errors import (
+    InvalidJSON,
+    NotFound,
+    PlatformError,
+    ServiceUnavailable,
+    ValidationFailed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -204,9 +211,53 @@ def _internal_error() -> PlatformError:
     return PlatformError("The server hit an unexpected error")
 
 
+DATABASE_RETRY_AFTER_SECONDS = 1
+_UNAVAILABLE_SQLSTATE_CLASSES = ("08", "53", "57P")
+"""PostgreSQL's connection exceptions, insufficient resources (too many clients, out of
+memory or disk) and operator intervention (the server shutting down or starting)."""
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` says the database cannot serve now (not that the request was wrong): the
+    pool or a connection timed out, the server refused or dropped the connection, or SQLite's
+    lock stayed taken past its busy timeout."""
+    if isinstance(exc, sa_exc.TimeoutError):
+        return True
+    if not isinstance(exc, sa_exc.DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    sqlstate = str(getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", "") or "")
+    if sqlstate.startswith(_UNAVAILABLE_SQLSTATE_CLASSES):
+        return True
+    cause = exc.orig.__cause__ if exc.orig is not None else None
+    if isinstance(cause, OSError):
+        return True  # refused, reset, unreachable
+    return isinstance(exc, sa_exc.OperationalError) and "database is locked" in str(exc.orig)
+
+
+def _unexpected_error(exc: BaseException) -> PlatformError:
+    if database_unavailable(exc):
+        return ServiceUnavailable(
+            "The database is unavailable right now; try again shortly",
+            {"retry_after": DATABASE_RETRY_AFTER_SECONDS},
+        )
+    return _internal_error()
+
+
+def _unexpected_response(exc: BaseException) -> JSONResponse:
+    error = _unexpected_error(exc)
+    headers = (
+        {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)}
+        if isinstance(error, ServiceUnavailable)
+        else None
+    )
+    return error_response(error, headers)
+
+
 async def _unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(_internal_error())
+    return _unexpected_response(exc)
 
 
 class UnhandledErrorMiddleware:
@@ -233,11 +284,11 @@ class UnhandledErrorMiddleware:
 
         try:
             await self.app(scope, receive, tracking_send)
-        except Exception:
+        except Exception as exc:
             if started:
                 raise
             log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
-            await error_response(_internal_error())(scope, receive, send)
+            await _unexpected_response(exc)(scope, receive, send)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -96,7 +96,11 @@ def install_docs(app: FastAPI) -> None:
         return
     swagger_ui_parameters = {**SWAGGER_UI_PARAMETERS, **(app.swagger_ui_parameters or {})}
 
+    # The pages read the app from the request: a closure over it would keep every app ever
+    # built alive (frameworks cache endpoints by identity), which tests building hundreds of
+    # apps pay for in memory and garbage-collection time.
     async def swagger_ui(request: Request) -> HTMLResponse:
+        app = request.app
         root = _root_path(request)
         return _page(
             get_swagger_ui_html(
@@ -115,6 +119,7 @@ def install_docs(app: FastAPI) -> None:
         return _page(get_swagger_ui_oauth2_redirect_html())
 
     async def redoc(request: Request) -> HTMLResponse:
+        app = request.app
         return _page(
             get_redoc_html(
                 openapi_url=f"{_root_path(request)}{app.openapi_url}",

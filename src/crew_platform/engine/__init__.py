@@ -14,6 +14,7 @@ from crew_platform.engine.control import (
 )
 from crew_platform.engine.delegation import MAX_DELEGATIONS_CEILING, role_key
 from crew_platform.engine.dispatch import Dispatcher
+from crew_platform.engine.executor import Executor
 from crew_platform.engine.heartbeat import Heartbeat
 from crew_platform.engine.journal import publish
 from crew_platform.engine.lease import DatabaseNow, Process
@@ -44,6 +45,7 @@ __all__ = [
     "Dispatcher",
     "ExecutionRunner",
     "ExecutionStatus",
+    "Executor",
     "Heartbeat",
     "Intent",
     "Kind",

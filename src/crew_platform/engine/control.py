@@ -26,7 +26,7 @@ from crew_platform.events.types import Event, EventType
 from crew_platform.models import Execution, TaskRun, Workflow
 
 if TYPE_CHECKING:
-    from crew_platform.engine.dispatch import Dispatcher
+    from crew_platform.engine.executor import Executor
 
 
 async def cancel_open_runs(
@@ -140,7 +140,7 @@ async def _switch_workflow(
 
 
 async def pause_workflow(
-    session: AsyncSession, bus: EventBus, dispatcher: Dispatcher, workflow: Workflow
+    session: AsyncSession, bus: EventBus, dispatcher: Executor, workflow: Workflow
 ) -> list[int]:
     """Pause the workflow: its running executions stop at their next task boundary, its
     pending ones wait. Returns the ids of both."""
@@ -159,7 +159,7 @@ async def pause_workflow(
 
 
 async def resume_workflow(
-    session: AsyncSession, bus: EventBus, dispatcher: Dispatcher, workflow: Workflow
+    session: AsyncSession, bus: EventBus, dispatcher: Executor, workflow: Workflow
 ) -> list[int]:
     """Resume the workflow: its paused and pending executions are handed to the dispatcher."""
     resumed, waiting = await _switch_workflow(
@@ -184,7 +184,7 @@ async def unfinished_executions(session: AsyncSession, workflow_id: int) -> list
 async def cancel_executions(
     session: AsyncSession,
     bus: EventBus,
-    dispatcher: Dispatcher,
+    dispatcher: Executor,
     workflow: Workflow,
     executions: Sequence[Execution],
 ) -> list[int]:
@@ -216,7 +216,7 @@ async def cancel_executions(
 async def retry_execution(
     session: AsyncSession,
     bus: EventBus,
-    dispatcher: Dispatcher,
+    dispatcher: Executor,
     execution: Execution,
     *,
     task_id: int,
@@ -236,7 +236,7 @@ async def retry_execution(
     dispatcher.submit(execution.id)  # it stays pending if its workflow is paused
 
 
-async def abort_runners(session: AsyncSession, dispatcher: Dispatcher, workflow_id: int) -> None:
+async def abort_runners(session: AsyncSession, dispatcher: Executor, workflow_id: int) -> None:
     """Abort this process's runners of a workflow (before its deletion); the store is left to
     the caller."""
     ids = [e.id for e in await unfinished_executions(session, workflow_id)]

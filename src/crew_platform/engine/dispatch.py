@@ -6,8 +6,13 @@ right after pause) is run again as soon as that task ends.
 
 Control requests reach a runner three ways: directly from the service in this process, through
 the store (runners re-read their execution's status at every task boundary), and on the event
-bus: a `workflow_cancelled` event, from whichever server process took the request, aborts this
-process's runner of that execution at once (with the Redis bus, across processes).
+bus: a `workflow_cancelled` event, from whichever process took the request, aborts this
+process's runner of that execution at once, and a `workflow_paused` one stops it at its next
+task boundary without waiting to read the store (with the Redis bus, across processes).
+
+The same dispatcher runs executions in a server (EXECUTOR=inprocess: the services submit) and in
+a queue worker (EXECUTOR=queue: each message of the queue is `run_to_end`, and acknowledged when
+that returns True).
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from crew_platform.events.types import Event, EventType
 
 log = logging.getLogger(__name__)
 
+
+_CONTROL_EVENTS = (EventType.WORKFLOW_CANCELLED, EventType.WORKFLOW_PAUSED)
 
 RETRY_LIMIT = 5
 """Times a runner that failed outside its own error handling (the store unreachable, a pool
@@ -50,6 +57,8 @@ class Dispatcher:
         self._jobs: dict[int, asyncio.Task[None]] = {}
         self._controls: dict[int, Control] = {}
         self._again: set[int] = set()
+        self._enders: dict[int, list[asyncio.Future[bool]]] = {}
+        """Who waits for an execution's runner to end here (`run_to_end`)."""
         self._closing = False
         self._idle = asyncio.Event()
         self._idle.set()
@@ -70,6 +79,35 @@ class Dispatcher:
             self._idle.clear()
             return
         self._start(execution_id)
+
+    async def run_to_end(self, execution_id: int) -> bool:
+        """Submit the execution, then wait until this process neither runs it nor means to:
+        its runner ended (the execution finished, paused, waits for input, was cancelled, or
+        this process lost its lease) or found nothing to do (another process holds it, or it
+        is no longer to run). False if this process stopped first (shutdown): the execution's
+        state was left as it was, for another process to go on with."""
+        if self._closing:
+            return False
+        ended = asyncio.get_running_loop().create_future()
+        self._enders.setdefault(execution_id, []).append(ended)
+        self.submit(execution_id)
+        return bool(await ended)
+
+    def room(self) -> int:
+        """How many more executions this process would start now."""
+        return max(0, self._max_running - len(self._jobs) - len(self._waiting))
+
+    def _settle(self, execution_id: int) -> None:
+        """Tell `run_to_end` callers the execution's runner ended here, unless it runs again."""
+        if (
+            execution_id in self._jobs
+            or execution_id in self._waiting
+            or execution_id in self._retry_timers
+        ):
+            return
+        for ended in self._enders.pop(execution_id, ()):
+            if not ended.done():
+                ended.set_result(not self._closing)
 
     def _start(self, execution_id: int) -> None:
         control = Control()
@@ -99,6 +137,7 @@ class Dispatcher:
             self.submit(next_id)
         if not self._jobs and not self._waiting and not self._retry_timers:
             self._idle.set()
+        self._settle(execution_id)
 
     def _retry_later(self, execution_id: int, exc: BaseException) -> None:
         failures = self._failures.get(execution_id, 0) + 1
@@ -128,15 +167,19 @@ class Dispatcher:
         self._retry_timers[execution_id] = asyncio.get_running_loop().call_later(delay, again)
 
     def _on_event(self, event: Event) -> None:
-        """Bus listener (must not block): a cancel taken by any process aborts our runner."""
-        if event.type != EventType.WORKFLOW_CANCELLED or event.execution_id is None:
+        """Bus listener (must not block): a cancel taken by any process aborts our runner; a
+        pause stops it at its next task boundary."""
+        if event.type not in _CONTROL_EVENTS or event.execution_id is None:
             return
         job = self._jobs.get(event.execution_id)
         control = self._controls.get(event.execution_id)
         if job is None or control is None or control.begun_at_seq is None:
             return  # not ours, or not begun: the runner reads the store before it starts
         if event.seq is not None and event.seq <= control.begun_at_seq:
-            return  # an old cancel, from before a retry re-opened the execution
+            return  # an old request, from before a resume or retry re-opened the execution
+        if event.type == EventType.WORKFLOW_PAUSED:
+            control.pause_requested = True
+            return
         self._again.discard(event.execution_id)
         control.cancel_requested = True
         job.cancel()
@@ -191,6 +234,7 @@ class Dispatcher:
             timer.cancel()
         job = self._jobs.get(execution_id)
         if job is None:
+            self._settle(execution_id)
             return
         self._controls[execution_id].cancel_requested = True
         job.cancel()
@@ -222,6 +266,11 @@ class Dispatcher:
             job.cancel()
         if self._jobs:
             await asyncio.gather(*self._jobs.values(), return_exceptions=True)
+        for enders in self._enders.values():
+            for ended in enders:
+                if not ended.done():
+                    ended.set_result(False)
+        self._enders.clear()
 
     async def drain(self, within: float) -> bool:
         """Wait until no execution is running (tests and benchmarks); False after `within`

@@ -5,6 +5,11 @@ process took over (this process stood still past its lease: the runners would wr
 more, but they need not wait for their model call to learn it), and adopts the executions of
 processes that died: their leases lapsed, and the runners started here take them over from their
 last checkpoint. A failed beat (the database unreachable) is logged and the next one tries again.
+
+A queue worker's heartbeat also picks up accepted executions nobody took up for `pickup_after`
+seconds, as many as its dispatcher has room for (`lease.stranded`): their queue message was lost
+or is held by a worker that died. A server (EXECUTOR=inprocess) does not: what it accepted waits
+in its own dispatcher, and its start-up runs every accepted execution.
 """
 
 from __future__ import annotations
@@ -23,9 +28,17 @@ log = logging.getLogger(__name__)
 
 
 class Heartbeat:
-    def __init__(self, engine: AsyncEngine, process: Process, lease_seconds: float) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        process: Process,
+        lease_seconds: float,
+        *,
+        pickup_after: float | None = None,
+    ) -> None:
         self.process = process
         self.lease_seconds = lease_seconds
+        self.pickup_after = pickup_after
         self._engine = engine
         self._task: asyncio.Task[None] | None = None
         self._registered = False
@@ -87,6 +100,8 @@ class Heartbeat:
         async with self._engine.connect() as conn:
             taken = await lease.taken_from(conn, self.process.id, leased) if leased else []
             orphaned = list(await conn.scalars(lease.ORPHANED))
+            if self.pickup_after is not None and (room := dispatcher.room()):
+                orphaned += await conn.scalars(lease.stranded(self.pickup_after, room))
         for execution_id in taken:
             dispatcher.abandon(execution_id, leased[execution_id])
         if adopted := dispatcher.adopt(orphaned):

@@ -27,11 +27,13 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Float,
+    Select,
     Table,
     and_,
     bindparam,
     delete,
     exists,
+    func,
     insert,
     literal,
     or_,
@@ -167,6 +169,24 @@ TO_RECOVER = _BY_WORKFLOW.where(or_(and_(_RUNNING, lapsed()), _PENDING_TO_START)
 )
 """What a process starting up runs: running executions nobody holds a live lease on, and every
 accepted one of an active workflow (starting it takes the lease, so a live holder keeps it)."""
+
+
+def stranded(older_than: float, limit: int) -> Select[tuple[int]]:
+    """Accepted executions of active workflows that nobody holds and nobody took up for
+    `older_than` seconds (since accepted, or since their last runner let them go), oldest
+    first: a queue worker with room runs them, whichever way their message was lost (the API
+    stopped between its commit and its enqueue, the broker was down, or the worker that
+    received it died before its runner began)."""
+    since = func.coalesce(EXECUTIONS.c.leased_at, EXECUTIONS.c.created_at)
+    return (
+        _BY_WORKFLOW.where(
+            _PENDING_TO_START,
+            EXECUTIONS.c.lease_owner.is_(None),
+            since < DatabaseNow(-older_than),
+        )
+        .order_by(EXECUTIONS.c.id)
+        .limit(limit)
+    )
 
 
 async def release(writer: Any, execution_id: int, owner: str) -> str | None:

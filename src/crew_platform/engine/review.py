@@ -34,7 +34,7 @@ from crew_platform.events.types import Event, EventType
 from crew_platform.models import Execution, TaskRun
 
 if TYPE_CHECKING:
-    from crew_platform.engine.dispatch import Dispatcher
+    from crew_platform.engine.executor import Executor
 
 FEEDBACK_PROMPT = (
     "Feedback on your answer: {feedback}\n\n"
@@ -205,7 +205,7 @@ class Reviews:
 async def answer_draft(
     session: AsyncSession,
     bus: EventBus,
-    dispatcher: Dispatcher,
+    dispatcher: Executor,
     execution: Execution,
     draft: TaskRun | None,
     *,

@@ -409,7 +409,7 @@ class Step:
             task_id=run.task_id,
             agent_id=run.agent_id,
             status=TS.FAILED,
-            data={"error": error, "attempt": run.attempt},
+            data={"error": error, "attempt": run.attempt, "model": run.model},
         )
         values: dict[str, Any] = {"error": error, "execution_time": elapsed}
         if tokens_used:

@@ -21,7 +21,7 @@ from typing import Protocol
 from sqlalchemy import make_url
 
 from crew_platform.events.outbox import Outbox
-from crew_platform.events.types import Event
+from crew_platform.events.types import Event, EventType
 from crew_platform.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,10 @@ class InMemoryBus(_Fanout):
         self.deliver(event)
 
 
+CONTROL_EVENTS = frozenset({EventType.WORKFLOW_CANCELLED, EventType.WORKFLOW_PAUSED})
+"""What a process that only runs executions (a queue worker) needs from the others."""
+
+
 class RedisBus(_Fanout):
     """Delivers to this process's listeners at once, and through a bounded outbox to a Redis
     channel for the other processes of the same deployment.
@@ -75,6 +79,10 @@ class RedisBus(_Fanout):
     Local delivery never depends on Redis: local WebSocket and SSE clients and the dispatcher's
     cancel listener see this process's events even while Redis is frozen or gone. Each message
     carries the publishing process's id, so a reader skips what its own process published.
+
+    Control events (cancel, pause) also go to `control_channel`. A `control_only` bus (a queue
+    worker's) listens there alone: it has no client to show the other processes' events to, and
+    decoding every event of every other worker would cost each worker more the more there are.
     """
 
     def __init__(
@@ -82,13 +90,19 @@ class RedisBus(_Fanout):
         url: str,
         channel: str,
         *,
+        control_channel: str | None = None,
+        control_only: bool = False,
         outbox_size: int = 10_000,
         publish_timeout: float = 1.0,
         retry_interval: float = 1.0,
     ) -> None:
         super().__init__()
+        if control_only and control_channel is None:
+            raise ValueError("a control-only bus needs its control channel")
         self._url = url
         self.channel = channel
+        self.control_channel = control_channel
+        self.listens_to = control_channel if control_only and control_channel else channel
         self.origin = uuid.uuid4().hex
         self._retry_interval = retry_interval
         self._publish_timeout = publish_timeout
@@ -108,7 +122,7 @@ class RedisBus(_Fanout):
         self._pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
         try:
             async with asyncio.timeout(self._publish_timeout * 5):
-                await self._pubsub.subscribe(self.channel)
+                await self._pubsub.subscribe(self.listens_to)
         except Exception as exc:
             log.warning(
                 "event bus: cannot subscribe to Redis (%s: %s); retrying in the background",
@@ -135,8 +149,10 @@ class RedisBus(_Fanout):
         self.outbox.offer(event)
 
     async def _send(self, event: Event) -> None:
-        message = {"origin": self.origin, "event": event.to_json_dict()}
-        await self._redis.publish(self.channel, json.dumps(message))
+        message = json.dumps({"origin": self.origin, "event": event.to_json_dict()})
+        if self.control_channel is not None and event.type in CONTROL_EVENTS:
+            await self._redis.publish(self.control_channel, message)
+        await self._redis.publish(self.channel, message)
 
     async def _ping(self) -> None:
         await self._redis.ping()
@@ -152,7 +168,7 @@ class RedisBus(_Fanout):
         while True:
             try:
                 if not self._pubsub.subscribed:
-                    await self._pubsub.subscribe(self.channel)
+                    await self._pubsub.subscribe(self.listens_to)
                 async for message in self._pubsub.listen():
                     if failing:
                         failing = False
@@ -160,7 +176,7 @@ class RedisBus(_Fanout):
                     try:
                         self._receive(message["data"])
                     except (ValueError, KeyError, TypeError):
-                        log.warning("event bus: skipped a malformed message on %s", self.channel)
+                        log.warning("event bus: skipped a malformed message on %s", self.listens_to)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -187,17 +203,29 @@ def channel_prefix(database_url: str) -> str:
     return f"crew_platform:{digest[:12]}"
 
 
+def deployment_prefix(settings: Settings) -> str:
+    """What this deployment's names on Redis (and RabbitMQ) start with."""
+    return settings.events_channel_prefix or channel_prefix(settings.database_url)
+
+
 def events_channel(settings: Settings) -> str:
-    prefix = settings.events_channel_prefix or channel_prefix(settings.database_url)
-    return f"{prefix}:events"
+    return f"{deployment_prefix(settings)}:events"
 
 
-def create_bus(settings: Settings) -> EventBus:
+def control_channel(settings: Settings) -> str:
+    return f"{deployment_prefix(settings)}:control"
+
+
+def create_bus(settings: Settings, *, control_only: bool = False) -> EventBus:
+    """The process's bus; `control_only`: it hears from the other processes only their control
+    events (a queue worker)."""
     if not settings.redis_url:
         return InMemoryBus()
     return RedisBus(
         settings.redis_url,
         events_channel(settings),
+        control_channel=control_channel(settings),
+        control_only=control_only,
         outbox_size=settings.events_outbox_size,
         publish_timeout=settings.events_publish_timeout_seconds,
         retry_interval=settings.events_retry_seconds,

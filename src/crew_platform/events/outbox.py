@@ -109,6 +109,7 @@ class Outbox:
 
     async def _drain(self) -> None:
         while True:
+            _raise_if_cancelling()
             event = await self._queue.get()
             if self.is_down:
                 self._drop(event)
@@ -119,6 +120,7 @@ class Outbox:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                _raise_if_cancelling()
                 self._drop(event)
                 self._went_down(exc)
                 continue
@@ -158,3 +160,14 @@ class Outbox:
         self._full = False
         self.dropped = Dropped()
         self._probe_task = None
+
+
+def _raise_if_cancelling() -> None:
+    """A send under way when this task is cancelled (`stop`) must not swallow the cancellation:
+    the Redis client may end a cancelled publish with a connection error or even normally, and
+    Python 3.11's `asyncio.timeout` turns a cancel that meets its deadline into a TimeoutError.
+    Swallowed, the drain went back to waiting on its queue and `stop` waited for ever (a worker
+    under load ignored SIGTERM)."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

@@ -6,8 +6,9 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crew_platform.engine import ExecutionStatus as ES
 from crew_platform.engine import (
-    Dispatcher,
+    Executor,
     Intent,
     Kind,
     WorkflowStatus,
@@ -19,7 +20,6 @@ from crew_platform.engine import (
     retry_execution,
     unfinished_executions,
 )
-from crew_platform.engine import ExecutionStatus as ES
 from crew_platform.engine import TaskRunStatus as TS
 from crew_platform.errors import InvalidStateTransition
 from crew_platform.events.bus import EventBus
@@ -31,7 +31,7 @@ from crew_platform.workflows.service import get_workflow
 
 
 async def pause(
-    session: AsyncSession, bus: EventBus, dispatcher: Dispatcher, *, workflow_id: int
+    session: AsyncSession, bus: EventBus, dispatcher: Executor, *, workflow_id: int
 ) -> ControlResult:
     workflow = await get_workflow(session, workflow_id)
     affected = await pause_workflow(session, bus, dispatcher, workflow)
@@ -39,7 +39,7 @@ async def pause(
 
 
 async def resume(
-    session: AsyncSession, bus: EventBus, dispatcher: Dispatcher, *, workflow_id: int
+    session: AsyncSession, bus: EventBus, dispatcher: Executor, *, workflow_id: int
 ) -> ControlResult:
     workflow = await get_workflow(session, workflow_id)
     affected = await resume_workflow(session, bus, dispatcher, workflow)
@@ -57,7 +57,7 @@ async def _result(
 
 
 async def cancel_workflow(
-    session: AsyncSession, bus: EventBus, dispatcher: Dispatcher, *, workflow_id: int
+    session: AsyncSession, bus: EventBus, dispatcher: Executor, *, workflow_id: int
 ) -> ControlResult:
     workflow = await get_workflow(session, workflow_id)
     unfinished = await unfinished_executions(session, workflow_id)
@@ -71,7 +71,7 @@ async def cancel_workflow(
 
 
 async def cancel_execution(
-    session: AsyncSession, bus: EventBus, dispatcher: Dispatcher, *, execution_id: int
+    session: AsyncSession, bus: EventBus, dispatcher: Executor, *, execution_id: int
 ) -> ControlResult:
     execution = await get_execution(session, execution_id)
     workflow = await get_workflow(session, execution.workflow_id)
@@ -82,13 +82,13 @@ async def cancel_execution(
     return await _result(session, workflow.id, workflow.status, cancelled)
 
 
-async def stop_all(session: AsyncSession, dispatcher: Dispatcher, *, workflow_id: int) -> None:
+async def stop_all(session: AsyncSession, dispatcher: Executor, *, workflow_id: int) -> None:
     """Abort a workflow's runners (before its deletion); the store is left to the caller."""
     await abort_runners(session, dispatcher, workflow_id)
 
 
 async def retry_task(
-    session: AsyncSession, bus: EventBus, dispatcher: Dispatcher, *, task_id: int
+    session: AsyncSession, bus: EventBus, dispatcher: Executor, *, task_id: int
 ) -> TaskRetryResult:
     await get_task(session, task_id)
     run = await session.scalar(

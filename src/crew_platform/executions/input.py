@@ -6,7 +6,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from crew_platform.engine import Dispatcher, ExecutionStatus, Intent, Kind, answer_draft, refusal
+from crew_platform.engine import ExecutionStatus, Executor, Intent, Kind, answer_draft, refusal
 from crew_platform.engine import TaskRunStatus as TS
 from crew_platform.errors import ValidationFailed
 from crew_platform.events.bus import EventBus
@@ -18,7 +18,7 @@ from crew_platform.models import TaskRun
 async def give_input(
     session: AsyncSession,
     bus: EventBus,
-    dispatcher: Dispatcher,
+    dispatcher: Executor,
     *,
     execution_id: int,
     data: InputRequest,

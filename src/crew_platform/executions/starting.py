@@ -15,7 +15,7 @@ from crew_platform.auth.principal import current_creator
 from crew_platform.db import utcnow
 from crew_platform.engine import (
     HIERARCHICAL,
-    Dispatcher,
+    Executor,
     crew_agents,
     dag_plan,
     find_cycle,
@@ -159,7 +159,7 @@ async def _crew_of(session: AsyncSession, workflow: Workflow) -> list[Any] | Non
 
 async def _create_execution(
     session: AsyncSession,
-    dispatcher: Dispatcher,
+    dispatcher: Executor,
     *,
     workflow: Workflow,
     mode: str,
@@ -194,7 +194,7 @@ async def _create_execution(
 
 async def start_workflow(
     session: AsyncSession,
-    dispatcher: Dispatcher,
+    dispatcher: Executor,
     toolbox: Toolbox,
     *,
     workflow_id: int,
@@ -245,7 +245,7 @@ async def start_workflow(
 
 async def start_task(
     session: AsyncSession,
-    dispatcher: Dispatcher,
+    dispatcher: Executor,
     toolbox: Toolbox,
     *,
     task_id: int,

@@ -15,7 +15,10 @@ class LeasedExecution(BaseModel):
 
 class WorkerRead(BaseModel):
     id: str = Field(description="`host:pid:random`, made when the process started")
-    kind: str = Field(description="`server`")
+    kind: str = Field(
+        description="`server` (serves the API and runs executions) or `worker` "
+        "(`crew-platform worker`)"
+    )
     host: str
     pid: int
     started_at: datetime

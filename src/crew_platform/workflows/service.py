@@ -85,11 +85,14 @@ def _duplicate(name: str) -> Conflict:
 async def check_manager(
     session: AsyncSession, *, workflow_type: str, config: dict[str, Any] | None
 ) -> None:
-    """A hierarchical workflow's `config.manager_agent_id` must name an active agent (422)."""
+    """A hierarchical workflow's `config.manager_agent_id` must name an active agent the caller
+    may see (422): with AUTH_OWNERSHIP=on another owner's agent does not exist, so its prompts
+    cannot be borrowed as a manager."""
     agent_id = manager_agent_id(config)
     if workflow_type != HIERARCHICAL or agent_id is None:
         return
-    active = await session.scalar(select(Agent.is_active).where(Agent.id == agent_id))
+    query = owned(select(Agent.is_active), Agent.created_by).where(Agent.id == agent_id)
+    active = await session.scalar(query)
     if active is None or not active:
         state = "does not exist" if active is None else "is inactive"
         raise ValidationFailed.field(
