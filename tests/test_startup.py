@@ -83,28 +83,6 @@ def test_serving_with_limits_off_loads_neither_limits_nor_the_sdk(
     assert loaded == {"limits": False, "openai": False}
 
 
-def test_sdk_is_still_warmed_up_after_start_up(sqlite_url: str) -> None:
-    loaded = _run(
-        """
-        import asyncio, json, sys
-        from asgi_lifespan import LifespanManager
-        from crew_platform.app import create_app
-
-        async def main():
-            app = create_app()
-            async with LifespanManager(app):
-                at_start = "openai" in sys.modules
-                # The warm-up imports it in a worker thread, soon after start-up.
-                await asyncio.wait_for(app.state.sdk_warm_up, 60)
-                return {"at_start": at_start, "later": "openai" in sys.modules}
-
-        print(json.dumps(asyncio.run(main())))
-        """,
-        {"DATABASE_URL": sqlite_url},
-    )
-    assert loaded == {"at_start": False, "later": True}
-
-
 def test_serve_imports_the_app_once_with_gc_frozen_and_tuned() -> None:
     state = _run(
         """

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -41,11 +40,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["StartupFailed", "create_app"]
 
-SDK_WARM_UP_DELAY_SECONDS = 0.5
-"""The openai SDK is imported in a worker thread this long after start-up: the import holds the
-GIL for a noticeable part of start-up, which would otherwise slow the lifespan and the first
-requests."""
-
 
 def rate_limited(settings: Settings) -> bool:
     """Whether any rate limit is on; when none is, the middleware (and `limits`) is not loaded."""
@@ -81,17 +75,6 @@ def _install_edge(app: FastAPI, settings: Settings) -> None:
         from crew_platform.edge.ratelimit import RateLimitMiddleware
 
         app.add_middleware(RateLimitMiddleware, limits=limits)
-
-
-async def _cancelled(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-
-
-async def _warm_up_later(gateway: LLMGateway) -> None:
-    await asyncio.sleep(SDK_WARM_UP_DELAY_SECONDS)
-    await gateway.warm_up()
 
 
 DESCRIPTION = """Run teams of AI agents (role, goal, backstory, model) through workflows of tasks,
@@ -166,9 +149,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             app.state.dispatcher = executor
             app.state.heartbeat = heartbeat
             app.state.hub = hub
-            warm_up = asyncio.create_task(_warm_up_later(gateway), name="llm-sdk-warm-up")
-            stack.push_async_callback(_cancelled, warm_up)
-            app.state.sdk_warm_up = warm_up
             if dispatcher is not None:
                 with _startup_step("recovering executions from the database (DATABASE_URL)"):
                     await heartbeat.register()  # live before it takes anything

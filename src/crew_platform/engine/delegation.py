@@ -303,8 +303,7 @@ class Delegations:
     async def _record(self, *events: tuple[Event, str]) -> None:
         async with self._lane.connect() as conn:
             journal = Journal(conn, self._bus)
-            for event, message in events:
-                await journal.record(event, message)
+            await journal.record_all(events)
             await journal.commit()
 
 

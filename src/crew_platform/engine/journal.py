@@ -105,12 +105,13 @@ class _Lease(Enum):
 
 
 def _numbering(*, guarded: bool, adds_tokens: bool, lease: _Lease) -> Update:
-    """UPDATE giving the execution's next event number; built once, so the per-event cost is
-    binding values, not building and hashing a statement, which costs more than the binding."""
+    """UPDATE reserving the execution's next `b_count` event numbers (returning the last);
+    built once, so the per-event cost is binding values, not building and hashing a statement,
+    which costs more than the binding."""
     statement = update(EXECUTIONS).where(EXECUTIONS.c.id == bindparam("b_execution"))
     if guarded:
         statement = statement.where(EXECUTIONS.c.status.in_(bindparam("b_from", expanding=True)))
-    values: dict[str, Any] = {"last_seq": EXECUTIONS.c.last_seq + 1}
+    values: dict[str, Any] = {"last_seq": EXECUTIONS.c.last_seq + bindparam("b_count")}
     if adds_tokens:
         values["tokens_used"] = EXECUTIONS.c.tokens_used + bindparam("b_tokens")
     if lease is _Lease.HELD:
@@ -143,13 +144,22 @@ class Journal:
     async def record(self, event: Event, message: str, *, add_tokens: int = 0) -> Event:
         """Number the event and queue its log row; `add_tokens` rides along on the same UPDATE
         of the execution (one round trip instead of two)."""
-        recorded = await self._record(event, message, add_tokens=add_tokens)
-        if recorded is None:
-            assert event.execution_id is not None
+        await self.record_all([(event, message)], add_tokens=add_tokens)
+        return event
+
+    async def record_all(
+        self, entries: Sequence[tuple[Event, str]], *, add_tokens: int = 0
+    ) -> None:
+        """`record` for several events of one execution (with their messages), numbered in
+        order by one UPDATE."""
+        if not entries:
+            return
+        if not await self._record(entries, add_tokens=add_tokens):
+            execution_id = entries[0][0].execution_id
+            assert execution_id is not None
             if self._owner is not None:
-                raise LeaseLost(event.execution_id)
-            raise LookupError(f"execution {event.execution_id} is gone")
-        return recorded
+                raise LeaseLost(execution_id)
+            raise LookupError(f"execution {execution_id} is gone")
 
     async def record_if_running(self, event: Event, message: str) -> Event | None:
         """Record `event` only while the execution is `running` (None otherwise).
@@ -157,7 +167,10 @@ class Journal:
         The task boundary: numbering the event and checking the status are one UPDATE, whose
         row lock also serialises with a pause or cancel racing it.
         """
-        return await self._record(event, message, only_from=(ExecutionStatus.RUNNING.value,))
+        recorded = await self._record(
+            [(event, message)], only_from=(ExecutionStatus.RUNNING.value,)
+        )
+        return event if recorded else None
 
     async def record_move(
         self, event: Event, message: str, intent: Intent, **values: Any
@@ -169,26 +182,32 @@ class Journal:
         rule = RULES[Kind.EXECUTION, intent]
         if rule.takes_lease and self._owner is None:
             raise ValueError(f"{intent.value} takes the execution's lease: name its owner")
-        return await self._record(
-            event,
-            message,
+        recorded = await self._record(
+            [(event, message)],
             only_from=sorted(rule.sources),
             values=move_params(rule, **values),
             takes_lease=rule.takes_lease,
         )
+        return event if recorded else None
 
     async def _record(
         self,
-        event: Event,
-        message: str,
+        entries: Sequence[tuple[Event, str]],
         *,
         only_from: Sequence[str] | None = None,
         add_tokens: int = 0,
         values: dict[str, Any] | None = None,
         takes_lease: bool = False,
-    ) -> Event | None:
-        assert event.execution_id is not None
-        params: dict[str, Any] = {"b_execution": event.execution_id, **(values or {})}
+    ) -> bool:
+        """Number `entries` (events of one execution) and queue their log rows; False, and
+        nothing queued, when the UPDATE matched no row."""
+        execution_id = entries[0][0].execution_id
+        assert execution_id is not None
+        params: dict[str, Any] = {
+            "b_execution": execution_id,
+            "b_count": len(entries),
+            **(values or {}),
+        }
         if only_from is not None:
             params["b_from"] = list(only_from)
         if add_tokens:
@@ -198,26 +217,28 @@ class Journal:
             lease = _Lease.TAKEN if takes_lease else _Lease.HELD
             params["b_owner"] = self._owner
         statement = _NUMBERING[(only_from is not None, bool(add_tokens), lease)]
-        seq = (await self.session.execute(statement, params)).scalar()
-        if seq is None:
-            return None
-        event.seq = seq
-        data: dict[str, Any] = {k: event.data[k] for k in _LOGGED_DATA_KEYS if k in event.data}
-        data |= {"status": event.status, "agent_id": event.agent_id}
-        self._rows.append(
-            {
-                "execution_id": event.execution_id,
-                "seq": seq,
-                "timestamp": event.timestamp,
-                "level": _LEVELS.get(event.type, "info"),
-                "event": event.type.value,
-                "message": message,
-                "task_id": event.task_id,
-                "data": data,
-            }
-        )
-        self._outbox.append(event)
-        return event
+        last = (await self.session.execute(statement, params)).scalar()
+        if last is None:
+            return False
+        for seq, (event, message) in enumerate(entries, start=last - len(entries) + 1):
+            assert event.execution_id == execution_id
+            event.seq = seq
+            data: dict[str, Any] = {k: event.data[k] for k in _LOGGED_DATA_KEYS if k in event.data}
+            data |= {"status": event.status, "agent_id": event.agent_id}
+            self._rows.append(
+                {
+                    "execution_id": execution_id,
+                    "seq": seq,
+                    "timestamp": event.timestamp,
+                    "level": _LEVELS.get(event.type, "info"),
+                    "event": event.type.value,
+                    "message": message,
+                    "task_id": event.task_id,
+                    "data": data,
+                }
+            )
+            self._outbox.append(event)
+        return True
 
     async def rollback(self) -> None:
         """Drop what was recorded since the last commit: nothing of it is written or published."""

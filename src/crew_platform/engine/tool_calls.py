@@ -1,17 +1,19 @@
 """Tool calls in the store: recorded before they run and when they return, replayed on resume.
 
-A call is a `tool_calls` row of its task run plus a journalled event, in one commit: first
-`running` with `tool_call_started`, then `completed` or `failed` with its result. When a step
+A call is a `tool_calls` row of its task run plus a journalled event: first `running` with
+`tool_call_started` (the calls of one answer in one commit), then `completed` or `failed` with
+its result, in one commit with the results of the calls that returned with it. When a step
 is interrupted (the process died), the next attempt of the task copies the calls that had a
 result into its own run (they are never run again) and runs again those left `running`.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 
 from crew_platform.db import utcnow
 from crew_platform.engine.journal import Journal
@@ -29,6 +31,24 @@ EVENT_TEXT_LIMIT = 2000
 """Results and errors are cut to this many characters in events and the log."""
 
 RUNNING, COMPLETED, FAILED, CANCELLED = "running", "completed", "failed", "cancelled"
+
+_TOOL_CALLS: Table = ToolCall.__table__  # type: ignore[assignment]
+_INSERT_CALLS = insert(_TOOL_CALLS)
+_FINISH_CALL = (
+    update(_TOOL_CALLS)
+    .where(
+        _TOOL_CALLS.c.task_run_id == bindparam("b_run"),
+        _TOOL_CALLS.c.iteration == bindparam("b_iteration"),
+        _TOOL_CALLS.c.position == bindparam("b_position"),
+    )
+    .values(
+        status=bindparam("b_status"),
+        result=bindparam("b_result"),
+        error=bindparam("b_error"),
+        completed_at=bindparam("b_completed_at"),
+    )
+)
+"""Built once, run once per returned call (executemany for calls that return together)."""
 
 
 def cut(text: str, limit: int = EVENT_TEXT_LIMIT) -> str:
@@ -80,12 +100,16 @@ class StoredCallLog:
         self._task_id = task_id
         self._owner = owner
         self._event = event
+        self._returned: list[CallRecord] = []
+        """Calls that returned and wait for their commit."""
+        self._writing = asyncio.Lock()
 
     async def started(self, calls: Sequence[CallRecord]) -> None:
         async with self._lane.connect() as conn:
             journal = Journal(conn, self._bus, owner=self._owner)
+            now = utcnow()
             await conn.execute(
-                insert(ToolCall),
+                _INSERT_CALLS,
                 [
                     {
                         "execution_id": self._execution_id,
@@ -98,34 +122,46 @@ class StoredCallLog:
                         "arguments": c.arguments,
                         "assistant_content": c.assistant_content,
                         "status": RUNNING,
-                        "started_at": utcnow(),
+                        "started_at": now,
                     }
                     for c in calls
                 ],
             )
-            for c in calls:
-                await journal.record(*started_event(c, self._task_id, self._event))
+            await journal.record_all([started_event(c, self._task_id, self._event) for c in calls])
             await journal.commit()
 
     async def finished(self, call: CallRecord) -> None:
-        result = call.result or ""
+        """Store the call's result; returns once it is committed. Group commit: the calls that
+        return while another's result is being written, or in the same turn of the event loop
+        (the calls of one answer often do), share the next commit."""
+        self._returned.append(call)
+        await asyncio.sleep(0)  # the calls returning in this same turn join this commit
+        async with self._writing:
+            if not any(c is call for c in self._returned):
+                return  # committed with a call that returned with it
+            batch, self._returned = self._returned, []
+            await self._write(batch)
+
+    async def _write(self, batch: Sequence[CallRecord]) -> None:
+        now = utcnow()
         async with self._lane.connect() as conn:
             journal = Journal(conn, self._bus, owner=self._owner)
             await conn.execute(
-                update(ToolCall)
-                .where(
-                    ToolCall.task_run_id == self._run_id,
-                    ToolCall.iteration == call.iteration,
-                    ToolCall.position == call.position,
-                )
-                .values(
-                    status=FAILED if call.failed else COMPLETED,
-                    result=result,
-                    error=result if call.failed else None,
-                    completed_at=utcnow(),
-                )
+                _FINISH_CALL,
+                [
+                    {
+                        "b_run": self._run_id,
+                        "b_iteration": c.iteration,
+                        "b_position": c.position,
+                        "b_status": FAILED if c.failed else COMPLETED,
+                        "b_result": c.result or "",
+                        "b_error": (c.result or "") if c.failed else None,
+                        "b_completed_at": now,
+                    }
+                    for c in batch
+                ],
             )
-            await journal.record(*finished_event(call, self._event))
+            await journal.record_all([finished_event(c, self._event) for c in batch])
             await journal.commit()
 
 
@@ -147,7 +183,7 @@ async def carry_over(
     )
     if previous is None:
         return []
-    table = ToolCall.__table__
+    table = _TOOL_CALLS
     rows = (
         await writer.execute(
             select(table)
@@ -176,7 +212,7 @@ async def carry_over(
                 {k: v for k, v in row.items() if k != "id"} | {"task_run_id": task_run_id}
             )
     if copies:
-        await writer.execute(insert(ToolCall), copies)
+        await writer.execute(_INSERT_CALLS, copies)
     return records
 
 

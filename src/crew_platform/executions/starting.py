@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, Table, bindparam, insert, select
+from sqlalchemy import Select, Table, and_, bindparam, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crew_platform.auth.ownership import visible
 from crew_platform.auth.principal import current_creator
 from crew_platform.db import utcnow
 from crew_platform.engine import (
@@ -23,7 +24,7 @@ from crew_platform.engine import (
     role_key,
 )
 from crew_platform.engine import ExecutionStatus as ES
-from crew_platform.errors import Conflict, DependencyCycle, MissingInput, ValidationFailed
+from crew_platform.errors import Conflict, DependencyCycle, MissingInput, NotFound, ValidationFailed
 from crew_platform.executions.schemas import ExecuteRequest, ExecutionRead
 from crew_platform.llm.prompts import placeholders
 from crew_platform.models import Agent, Execution, Task, Workflow
@@ -51,10 +52,14 @@ class Runnable:
 _RUNNABLE = select(Task, Agent.is_active, Agent.name, Agent.tools).outerjoin(
     Agent, Agent.id == Task.agent_id
 )
-_RUNNABLE_OF_WORKFLOW = _RUNNABLE.where(
-    Task.workflow_id == bindparam("b_workflow"), Task.is_active.is_(True)
-)
 _RUNNABLE_TASK = _RUNNABLE.where(Task.id == bindparam("b_task"))
+_WORKFLOW_AND_RUNNABLE = (
+    select(Workflow, Task, Agent.is_active, Agent.name, Agent.tools)
+    .outerjoin(Task, and_(Task.workflow_id == Workflow.id, Task.is_active.is_(True)))
+    .outerjoin(Agent, Agent.id == Task.agent_id)
+    .where(Workflow.id == bindparam("b_workflow"))
+)
+"""The workflow with its runnable tasks (one row with no task when it has none)."""
 
 
 async def _runnable(
@@ -68,6 +73,23 @@ async def _runnable(
         Runnable(task, bool(active), name, list(tools or []))
         for task, active, name, tools in rows.tuples()
     ]
+
+
+async def _workflow_and_runnable(
+    session: AsyncSession, workflow_id: int
+) -> tuple[Workflow, list[Runnable]]:
+    """The workflow (404 when it is not there for the caller) and its runnable tasks, in one
+    query: one round trip less for every accepted run."""
+    rows = (await session.execute(_WORKFLOW_AND_RUNNABLE, {"b_workflow": workflow_id})).all()
+    workflow = rows[0][0] if rows else None
+    if workflow is None or not visible(workflow.created_by):
+        raise NotFound.resource("Workflow", workflow_id)
+    runnable = [
+        Runnable(task, bool(active), name, list(tools or []))
+        for _, task, active, name, tools in rows
+        if task is not None
+    ]
+    return workflow, runnable
 
 
 async def _check_runnable(
@@ -178,13 +200,12 @@ async def start_workflow(
     workflow_id: int,
     request: ExecuteRequest,
 ) -> ExecutionRead:
-    workflow = await get_workflow(session, workflow_id)
+    workflow, runnable = await _workflow_and_runnable(session, workflow_id)
     if not workflow.is_active:
         raise Conflict(
             f"Workflow {workflow_id} is inactive; activate it before executing",
             {"workflow_id": workflow_id, "reason": "inactive"},
         )
-    runnable = await _runnable(session, _RUNNABLE_OF_WORKFLOW, {"b_workflow": workflow_id})
     tasks = sort_for_execution([r.task for r in runnable])
     if not tasks:
         raise ValidationFailed(

@@ -1,6 +1,11 @@
-"""The one way the platform talks to models: OpenAI-compatible clients per provider.
+"""The one way the platform talks to models: the OpenAI-compatible chat API, per provider.
 
-Retries are ours alone (the SDK's `max_retries` is 0), so one call sends at most
+Each provider has one pooled HTTP client (`httpx2`, as many connections as
+`LLM_MAX_CONCURRENCY` lets calls run at once); requests are plain JSON and the streamed answer
+is parsed here. The openai SDK is not used: building its request options and response objects
+per call cost more CPU than the rest of a call.
+
+Retries are ours alone, so one call sends at most
 `LLM_MAX_RETRIES + 1` requests whatever fails: 408/409/429 (honouring Retry-After) and 5xx
 answers, timeouts, refused connections, and a stream that breaks after it started (dropped,
 malformed, truncated) all spend the same budget. A call waiting out its backoff gives its
@@ -12,6 +17,7 @@ Whatever a provider says is passed through `redact` before it becomes an error o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import json
 import logging
@@ -19,10 +25,11 @@ import math
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import httpx2
 
 from crew_platform.llm.errors import LLMError, LLMNotConfigured, ModelNotFound
 from crew_platform.llm.fallback import ModelFallbacks, parse_model_fallbacks
@@ -36,18 +43,10 @@ from crew_platform.llm.registry import (
 )
 from crew_platform.settings import Settings
 
-if TYPE_CHECKING:
-    import openai
-    from openai import AsyncOpenAI
-
 log = logging.getLogger(__name__)
 
-
-def sdk() -> ModuleType:
-    """The openai SDK, imported on first use: it is most of the server's import time."""
-    import openai
-
-    return openai
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+"""Where `openai:` models go when OPENAI_BASE_URL is not set."""
 
 
 RETIRED_CODES = frozenset({"model_not_found", "model_decommissioned", "model_deprecated"})
@@ -102,6 +101,34 @@ class BrokenStream(Exception):
     """The provider's answer was not a complete chat-completion stream."""
 
 
+class ProviderAnswered(Exception):
+    """The provider refused the request: an HTTP error status, before any stream.
+
+    `message` is `Error code: <status>`, with the provider's own `error.message` after a dash
+    when its body has one; `code` is its `error.code`.
+    """
+
+    def __init__(
+        self, status: int, message: str, code: str | None, headers: Mapping[str, str]
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status
+        self.message = message
+        self.code = code
+        self.headers = headers
+
+
+class ProviderUnreachable(Exception):
+    """No answer came: the connection was refused or dropped, or the request timed out."""
+
+    def __init__(self, cause: Exception, *, timed_out: bool) -> None:
+        super().__init__(f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__)
+        self.timed_out = timed_out
+
+
+RequestFailure = ProviderAnswered | ProviderUnreachable
+
+
 @dataclass
 class ModelInfo:
     id: str
@@ -115,11 +142,51 @@ class _ModelCache:
     fetched_at: float = 0.0
 
 
+class _Connections:
+    """A provider's HTTP connections: pools of at most `SHARD` connections each, together as
+    many as calls may run at once; a call takes the first pool with a connection to spare. A
+    pool is made when it is first needed.
+
+    One pool of hundreds of connections costs CPU on every request: the pool checks each of its
+    idle connections (a system call each) whenever a request starts or ends. Filling the first
+    pools first keeps a quiet server on one pool and its connections warm.
+    """
+
+    SHARD = 16
+
+    def __init__(self, client: Callable[[int], httpx2.AsyncClient], connections: int) -> None:
+        pools = -(-connections // self.SHARD)
+        self._size = -(-connections // pools)
+        self._client = client
+        self._pools: list[httpx2.AsyncClient | None] = [None] * pools
+        self._busy = [0] * pools
+
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[httpx2.AsyncClient]:
+        """A client to send one request with (more than the connections: the last pool's
+        queue)."""
+        index = next((i for i, n in enumerate(self._busy) if n < self._size), -1)
+        index %= len(self._pools)
+        pool = self._pools[index]
+        if pool is None:
+            pool = self._pools[index] = self._client(self._size)
+        self._busy[index] += 1
+        try:
+            yield pool
+        finally:
+            self._busy[index] -= 1
+
+    async def aclose(self) -> None:
+        for pool in self._pools:
+            if pool is not None:
+                await pool.aclose()
+
+
 class LLMGateway:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._providers = provider_configs(settings)
-        self._clients: dict[str, AsyncOpenAI] = {}
+        self._clients: dict[str, _Connections] = {}
         self._slots = asyncio.Semaphore(settings.llm_max_concurrency)
         self._model_cache: dict[str, _ModelCache] = {}
         self._secrets = configured_keys(settings)
@@ -134,32 +201,39 @@ class LLMGateway:
                 "until then, everything else is served"
             )
 
-    async def warm_up(self) -> None:
-        """Load the SDK in a worker thread after start-up, so the first model call is fast."""
-        await asyncio.to_thread(sdk)
-
     async def aclose(self) -> None:
-        for client in self._clients.values():
-            await client.close()
+        for clients in self._clients.values():
+            await clients.aclose()
         self._clients.clear()
 
-    def _client(self, provider: str) -> AsyncOpenAI:
+    def _client(self, provider: str) -> _Connections:
         config = self._providers[provider]
         if not config.key:
             raise LLMNotConfigured(
                 f"No API key for provider {provider!r}: set {config.key_variable}",
                 {"provider": provider, "variable": config.key_variable},
             )
-        client = self._clients.get(provider)
-        if client is None:
-            client = sdk().AsyncOpenAI(
-                api_key=config.key,
-                base_url=config.base_url,
-                timeout=self._settings.llm_timeout_seconds,
-                max_retries=0,
-            )
-            self._clients[provider] = client
-        return client
+        clients = self._clients.get(provider)
+        if clients is None:
+            base_url, key = config.base_url or OPENAI_BASE_URL, config.key
+            timeout = self._settings.llm_timeout_seconds
+            # One TLS context for all the pools: building one (the CA bundle) costs ~30 ms.
+            tls = httpx2.create_ssl_context()
+
+            def client(connections: int) -> httpx2.AsyncClient:
+                return httpx2.AsyncClient(
+                    base_url=base_url,
+                    headers={"Authorization": f"Bearer {key}", "Accept": "application/json"},
+                    timeout=timeout,
+                    verify=tls,
+                    limits=httpx2.Limits(
+                        max_connections=connections, max_keepalive_connections=connections
+                    ),
+                )
+
+            clients = _Connections(client, self._settings.llm_max_concurrency)
+            self._clients[provider] = clients
+        return clients
 
     def check_configured(self, model: str) -> None:
         """Raise LLMNotConfigured now, before a run starts, if `model`'s provider has no key."""
@@ -195,7 +269,6 @@ class LLMGateway:
         refuses). `response_format` is sent as given (see `llm.structured`)."""
         ref = resolve(model)
         client = self._client(ref.provider)
-        openai = sdk()
         body: dict[str, Any] = {
             "model": ref.model,
             "messages": list(messages),
@@ -216,23 +289,24 @@ class LLMGateway:
             if attempt > 1:
                 await asyncio.sleep(delay)
             async with self._slots:
-                try:
-                    result = await _attempt(client, body, on_chunk, attempt)
-                except openai.APIError as exc:
-                    if attempt == attempts or not _retryable(exc):
-                        # `from None`: the provider's exception holds its raw, unredacted text.
-                        raise await self._refused(ref, exc, attempt) from None
-                    failure: Exception = exc
-                except BrokenStream as exc:
-                    if attempt == attempts:
-                        raise LLMError(
-                            self.redact(f"Model call failed after {attempt} attempt(s): {exc}"),
-                            {"provider": ref.provider, "model": ref.model},
-                        ) from None
-                    failure = exc
-                else:
-                    result.attempts = attempt
-                    return result
+                with client.lease() as http:
+                    try:
+                        result = await _attempt(http, body, on_chunk, attempt)
+                    except (ProviderAnswered, ProviderUnreachable) as exc:
+                        if attempt == attempts or not _retryable(exc):
+                            # `from None`: the failure holds the provider's raw, unredacted text.
+                            raise await self._refused(ref, exc, attempt) from None
+                        failure: Exception = exc
+                    except BrokenStream as exc:
+                        if attempt == attempts:
+                            raise LLMError(
+                                self.redact(f"Model call failed after {attempt} attempt(s): {exc}"),
+                                {"provider": ref.provider, "model": ref.model},
+                            ) from None
+                        failure = exc
+                    else:
+                        result.attempts = attempt
+                        return result
             delay = _backoff(failure, attempt)
             log.warning(
                 "model call to %s attempt %d/%d failed, retrying in %.2fs: %s",
@@ -244,16 +318,15 @@ class LLMGateway:
             )
         raise AssertionError("unreachable")
 
-    async def _refused(self, ref: ModelRef, exc: openai.APIError, attempt: int) -> LLMError:
+    async def _refused(self, ref: ModelRef, exc: RequestFailure, attempt: int) -> LLMError:
         """The typed error for a call whose last attempt never got a stream going."""
-        openai = sdk()
         details: dict[str, Any] = {"provider": ref.provider, "model": ref.model}
         tries = f"{attempt} attempt(s)"
-        if isinstance(exc, openai.NotFoundError):
+        if isinstance(exc, ProviderAnswered) and exc.status_code == 404:
             return await self._model_not_found(ref)
-        if isinstance(exc, openai.APIStatusError) and _says_model_is_gone(exc):
+        if isinstance(exc, ProviderAnswered) and _says_model_is_gone(exc):
             return await self._model_not_found(ref, _short(self.redact(exc.message), 200))
-        if isinstance(exc, openai.APIStatusError):
+        if isinstance(exc, ProviderAnswered):
             status = exc.status_code
             hint = ""
             if status in (401, 403):
@@ -263,20 +336,18 @@ class LLMGateway:
             if attempt > 1:
                 message += f" (after {tries})"
             return LLMError(_short(message, 400), details | {"status": status})
-        where = self.redact(self._providers[ref.provider].base_url or "")
-        if isinstance(exc, openai.APITimeoutError):
+        where = self.redact(self._providers[ref.provider].base_url or OPENAI_BASE_URL)
+        if exc.timed_out:
             return LLMError(
                 f"Model call to {ref.provider} timed out after "
                 f"{self._settings.llm_timeout_seconds:g}s (LLM_TIMEOUT_SECONDS), {tries}",
                 details,
             )
-        if isinstance(exc, openai.APIConnectionError):
-            return LLMError(
-                f"Could not connect to {ref.provider} at {where} after {tries}: "
-                f"{self.redact(_describe(exc))}",
-                details | {"base_url": where},
-            )
-        return LLMError(f"Model call failed: {self.redact(_describe(exc))}", details)
+        return LLMError(
+            f"Could not connect to {ref.provider} at {where} after {tries}: "
+            f"{self.redact(_describe(exc))}",
+            details | {"base_url": where},
+        )
 
     async def _model_not_found(self, ref: ModelRef, said: str | None = None) -> ModelNotFound:
         """`said`: the provider's own words, when they were not a plain 404."""
@@ -298,61 +369,102 @@ class LLMGateway:
             and time.monotonic() - cache.fetched_at < self._settings.models_cache_seconds
         ):
             return cache.models
-        # The chat calls retry on their own; this listing keeps the SDK's retries.
-        client = self._client(provider).with_options(max_retries=self._settings.llm_max_retries)
-        openai = sdk()
-        try:
-            page = await client.models.list()
-        except openai.APIError as exc:
-            raise LLMError(
-                f"Could not list models of {provider}: {self.redact(_describe(exc))}",
-                {"provider": provider},
-            ) from None
-        cache.models = [ModelInfo(m.id, provider, getattr(m, "owned_by", None)) for m in page.data]
+        clients = self._client(provider)
+        attempts = self._settings.llm_max_retries + 1
+        for attempt in range(1, attempts + 1):
+            try:
+                with clients.lease() as http:
+                    listed = await _list(http)
+                break
+            except (ProviderAnswered, ProviderUnreachable, BrokenStream) as exc:
+                if attempt == attempts or isinstance(exc, BrokenStream) or not _retryable(exc):
+                    raise LLMError(
+                        f"Could not list models of {provider}: {self.redact(_describe(exc))}",
+                        {"provider": provider},
+                    ) from None
+                await asyncio.sleep(_backoff(exc, attempt))
+        cache.models = [ModelInfo(m["id"], provider, m.get("owned_by")) for m in listed]
         cache.fetched_at = time.monotonic()
         return cache.models
 
 
 async def _attempt(
-    client: AsyncOpenAI, body: Mapping[str, Any], on_chunk: ChunkSink | None, attempt: int
+    client: httpx2.AsyncClient, body: Mapping[str, Any], on_chunk: ChunkSink | None, attempt: int
 ) -> Completion:
-    """One request and its whole streamed answer.
-
-    The SDK's generic `post` sends our plain JSON body as it is (`chat.completions.create`
-    re-validates every message first) and hands back the raw streamed response.
-    """
-    import httpx2  # the SDK's HTTP client, loaded with it
-
-    response = await client.post(
-        "/chat/completions", cast_to=httpx2.Response, body=dict(body), stream=True
-    )
-    try:
+    """One request and its whole streamed answer."""
+    async with _request(client, "POST", "chat/completions", json=body) as response:
         return await _read(response.aiter_bytes(), on_chunk, attempt)
+
+
+async def _list(client: httpx2.AsyncClient) -> list[dict[str, Any]]:
+    """The provider's `GET /models` listing: its entries that have an `id`."""
+    async with _request(client, "GET", "models") as response:
+        try:
+            data = json.loads(await response.aread()).get("data")
+        except (ValueError, AttributeError, httpx2.HTTPError) as exc:
+            raise BrokenStream(f"unreadable model listing: {_describe(exc)}") from None
+    if not isinstance(data, list):
+        raise BrokenStream("the model listing has no `data` list")
+    return [m for m in data if isinstance(m, dict) and isinstance(m.get("id"), str)]
+
+
+@contextlib.asynccontextmanager
+async def _request(
+    client: httpx2.AsyncClient, method: str, path: str, *, json: Any = None
+) -> AsyncIterator[httpx2.Response]:
+    """The provider's response, its body not read yet; an error status is a
+    `ProviderAnswered`, no answer at all a `ProviderUnreachable`. Closed on exit, so the
+    connection goes back to the pool (or is dropped when the body was not read to its end)."""
+    try:
+        response = await client.send(client.build_request(method, path, json=json), stream=True)
+    except httpx2.TimeoutException as exc:
+        raise ProviderUnreachable(exc, timed_out=True) from None
+    except httpx2.TransportError as exc:
+        raise ProviderUnreachable(exc, timed_out=False) from None
+    try:
+        if response.status_code >= 400:
+            raise await _answered(response)
+        yield response
     finally:
         await response.aclose()
 
 
-def _says_model_is_gone(exc: openai.APIStatusError) -> bool:
+async def _answered(response: httpx2.Response) -> ProviderAnswered:
+    """The failure a provider's error status and body say."""
+    message, code = f"Error code: {response.status_code}", None
+    try:
+        body = json.loads(await response.aread())
+    except (ValueError, httpx2.HTTPError):
+        body = None
+    error = body.get("error", body) if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        said = error.get("message")
+        if isinstance(said, str) and said:
+            message += f" - {said}"
+        if error.get("code") is not None:
+            code = str(error["code"])
+    return ProviderAnswered(response.status_code, message, code, response.headers)
+
+
+def _says_model_is_gone(exc: ProviderAnswered) -> bool:
     """A 400/410 refusing the model itself (retired, decommissioned), not the request."""
     if exc.status_code not in RETIRED_STATUSES:
         return False
     return exc.code in RETIRED_CODES or RETIRED_WORDING.search(exc.message) is not None
 
 
-def _retryable(exc: openai.APIError) -> bool:
-    openai = sdk()
-    if isinstance(exc, openai.APIStatusError):
+def _retryable(exc: RequestFailure) -> bool:
+    if isinstance(exc, ProviderAnswered):
         status = exc.status_code
         return status in RETRYABLE_STATUSES or status >= 500
-    return isinstance(exc, openai.APIConnectionError)  # timeouts included
+    return True  # no answer (refused, dropped, timed out)
 
 
 def _backoff(failure: Exception, attempt: int) -> float:
     """Seconds to wait before the next attempt: the provider's Retry-After when it gave a
     sensible one, else exponential backoff with jitter."""
-    openai = sdk()
-    if isinstance(failure, openai.APIStatusError):
-        asked = _retry_after(failure.response.headers)
+    if isinstance(failure, ProviderAnswered):
+        asked = _retry_after(failure.headers)
         if asked is not None and 0 <= asked <= MAX_RETRY_AFTER_SECONDS:
             return asked
     ceiling = min(FIRST_BACKOFF_SECONDS * 2 ** (attempt - 1), MAX_BACKOFF_SECONDS)

@@ -22,7 +22,7 @@ class ProviderConfig:
 
     @property
     def key(self) -> str | None:
-        """The key's value, for the SDK client only; an empty one counts as none."""
+        """The key's value, for the provider's HTTP client only; an empty one counts as none."""
         value = self.api_key.get_secret_value() if self.api_key else ""
         return value or None
 

@@ -158,7 +158,6 @@ async def serve(settings: Settings, concurrency: int, stop: asyncio.Event) -> No
         consumer.start()
         heartbeat.start(dispatcher)
         stack.push_async_callback(heartbeat.stop)
-        await gateway.warm_up()
         log.info(
             "worker %s consuming %s with at most %d execution(s) at once",
             heartbeat.process.id,
