@@ -148,11 +148,15 @@ class RedisBus(_Fanout):
         self.deliver(event)
         self.outbox.offer(event)
 
-    async def _send(self, event: Event) -> None:
-        message = json.dumps({"origin": self.origin, "event": event.to_json_dict()})
-        if self.control_channel is not None and event.type in CONTROL_EVENTS:
-            await self._redis.publish(self.control_channel, message)
-        await self._redis.publish(self.channel, message)
+    async def _send(self, events: list[Event]) -> None:
+        """One round trip for the batch (a pipeline, not a transaction)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for event in events:
+                message = json.dumps({"origin": self.origin, "event": event.to_json_dict()})
+                if self.control_channel is not None and event.type in CONTROL_EVENTS:
+                    pipe.publish(self.control_channel, message)
+                pipe.publish(self.channel, message)
+            await pipe.execute()
 
     async def _ping(self) -> None:
         await self._redis.ping()

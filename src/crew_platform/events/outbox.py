@@ -1,6 +1,8 @@
 """A bounded outbox between the engine and a remote transport (Redis).
 
-`offer()` never waits: the event goes into a bounded queue that one owned task drains. When the
+`offer()` never waits: the event goes into a bounded queue that one owned task drains, sending
+what has queued up meanwhile together (up to BATCH_MAX events in one round trip: a run that
+streams thousands of chunks costs one send per batch, not one per chunk). When the
 transport stalls or is gone, events are dropped and counted instead of slowing anyone down:
 streamed chunks are live-only by nature, and every other event is already in the persisted
 execution log, which is where the SSE stream and late readers take it from.
@@ -24,7 +26,9 @@ from crew_platform.events.types import Event
 
 log = logging.getLogger(__name__)
 
-Send = Callable[[Event], Awaitable[object]]
+Send = Callable[[list[Event]], Awaitable[object]]
+"""Sends a batch of events, in order."""
+BATCH_MAX = 256
 Probe = Callable[[], Awaitable[object]]
 
 
@@ -110,18 +114,22 @@ class Outbox:
     async def _drain(self) -> None:
         while True:
             _raise_if_cancelling()
-            event = await self._queue.get()
+            batch = [await self._queue.get()]
+            while len(batch) < BATCH_MAX and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
             if self.is_down:
-                self._drop(event)
+                for event in batch:
+                    self._drop(event)
                 continue
             try:
                 async with asyncio.timeout(self._send_timeout):
-                    await self._send(event)
+                    await self._send(batch)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 _raise_if_cancelling()
-                self._drop(event)
+                for event in batch:
+                    self._drop(event)
                 self._went_down(exc)
                 continue
             if self._full and self._queue.qsize() < self._queue.maxsize // 2:
