@@ -235,6 +235,13 @@ class AuthMiddleware:
                     await _stopped(serving)
                     await end(refusal)
                     return
+                except Exception as exc:  # the key store unreachable: check again next time
+                    log.warning(
+                        "could not re-check the credential of a stream on %s (%s: %s)",
+                        scope["path"],
+                        type(exc).__name__,
+                        exc,
+                    )
         finally:
             await _stopped(serving)
 
