@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -73,10 +73,18 @@ class Event:
         return message
 
     def to_json_dict(self) -> dict[str, Any]:
-        raw = asdict(self)
-        raw["type"] = self.type.value
-        raw["timestamp"] = self.timestamp.isoformat()
-        return raw
+        """Every field, for `json.dumps` at once: `data` is shared, not deep-copied."""
+        return {
+            "type": self.type.value,
+            "workflow_id": self.workflow_id,
+            "execution_id": self.execution_id,
+            "task_id": self.task_id,
+            "agent_id": self.agent_id,
+            "status": self.status,
+            "seq": self.seq,
+            "timestamp": self.timestamp.isoformat(),
+            "data": self.data,
+        }
 
     @classmethod
     def from_json_dict(cls, raw: dict[str, Any]) -> Event:
