@@ -18,7 +18,7 @@ from crew_platform.common.http import install_error_handlers
 from crew_platform.db import create_engine, create_sessionmaker
 from crew_platform.edge.body_limit import BodyLimitMiddleware
 from crew_platform.edge.docs_ui import install_docs
-from crew_platform.engine import Dispatcher, ExecutionRunner, Executor, Heartbeat, Process
+from crew_platform.engine import Dispatcher, Executor, Heartbeat, Process
 from crew_platform.events.bus import create_bus
 from crew_platform.executions.router import router as executions_router
 from crew_platform.llm.gateway import LLMGateway
@@ -123,16 +123,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await enqueuer.start()  # a broker that is down is logged and tried again
                 executor = enqueuer
             else:
-                executor = dispatcher = Dispatcher(
-                    ExecutionRunner(
-                        sessionmaker,
-                        bus,
-                        gateway,
-                        tools,
-                        owner=heartbeat.process.id,
-                        tool_timeout=settings.tool_timeout_seconds,
-                    ),
+                executor = dispatcher = Dispatcher.of_process(
                     sessionmaker,
+                    bus,
+                    gateway,
+                    tools,
+                    owner=heartbeat.process.id,
+                    tool_timeout=settings.tool_timeout_seconds,
                     max_running=settings.execution_max_concurrency,
                 )
             hub = Hub(bus, settings.ws_queue_size)

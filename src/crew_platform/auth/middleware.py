@@ -31,7 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from crew_platform.auth.authenticator import Authenticator
 from crew_platform.auth.principal import Caller, Principal, calling_as
 from crew_platform.auth.scopes import SSE_PATH, WEBSOCKET, required_scope
-from crew_platform.common.http import error_response
+from crew_platform.common.http import StartTracking, error_response
 from crew_platform.edge.ratelimit import RateLimits, Verdict, parse_limit
 from crew_platform.errors import Forbidden, PlatformError, Unauthorized
 from crew_platform.settings import Settings
@@ -193,15 +193,10 @@ class AuthMiddleware:
     async def _sse_while_valid(
         self, scope: Scope, receive: Receive, send: Send, credential: str
     ) -> None:
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
+        tracking_send = StartTracking(send)
 
         async def end(refusal: Unauthorized) -> None:
-            if started:
+            if tracking_send.started:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             else:
                 await error_response(refusal, unauthorized_headers(refusal))(scope, receive, send)

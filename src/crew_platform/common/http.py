@@ -260,6 +260,19 @@ async def _unexpected_handler(request: Request, exc: Exception) -> JSONResponse:
     return _unexpected_response(exc)
 
 
+class StartTracking:
+    """A `send` that notes whether the response has started (after that, nothing else can be
+    answered in its place)."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        self.started = self.started or message["type"] == "http.response.start"
+        await self._send(message)
+
+
 class UnhandledErrorMiddleware:
     """Answers an exception that escaped a route with the 500 envelope, and ends it there.
 
@@ -275,17 +288,11 @@ class UnhandledErrorMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
+        tracking_send = StartTracking(send)
         try:
             await self.app(scope, receive, tracking_send)
         except Exception as exc:
-            if started:
+            if tracking_send.started:
                 raise
             log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
             await _unexpected_response(exc)(scope, receive, send)

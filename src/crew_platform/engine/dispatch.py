@@ -28,7 +28,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from crew_platform.engine.lease import TO_RECOVER
 from crew_platform.engine.runner import ExecutionRunner
 from crew_platform.engine.scheduler import Control
+from crew_platform.events.bus import EventBus
 from crew_platform.events.types import Event, EventType
+from crew_platform.llm.gateway import LLMGateway
+from crew_platform.tools.base import Toolbox
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,25 @@ time-out) is started again, with backoff, before the execution waits for the nex
 
 
 class Dispatcher:
+    @classmethod
+    def of_process(
+        cls,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        bus: EventBus,
+        gateway: LLMGateway,
+        toolbox: Toolbox,
+        *,
+        owner: str,
+        tool_timeout: float,
+        max_running: int,
+    ) -> Dispatcher:
+        """The dispatcher a process that runs executions builds (an in-process server, a queue
+        worker): one runner on the process's store, bus, gateway and tools."""
+        runner = ExecutionRunner(
+            sessionmaker, bus, gateway, toolbox, owner=owner, tool_timeout=tool_timeout
+        )
+        return cls(runner, sessionmaker, max_running=max_running)
+
     def __init__(
         self,
         runner: ExecutionRunner,

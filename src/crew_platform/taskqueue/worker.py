@@ -32,7 +32,7 @@ from taskiq.acks import AcknowledgeType
 from taskiq.receiver import Receiver
 
 from crew_platform.db import create_engine, create_sessionmaker
-from crew_platform.engine import Dispatcher, ExecutionRunner, Heartbeat, Process
+from crew_platform.engine import Dispatcher, Heartbeat, Process
 from crew_platform.events.bus import create_bus
 from crew_platform.llm.gateway import LLMGateway
 from crew_platform.settings import Settings
@@ -129,16 +129,13 @@ async def serve(settings: Settings, concurrency: int, stop: asyncio.Event) -> No
             await bus.start()
         gateway = LLMGateway(settings)
         stack.push_async_callback(gateway.aclose)
-        dispatcher = Dispatcher(
-            ExecutionRunner(
-                sessionmaker,
-                bus,
-                gateway,
-                Registry(settings, sessionmaker),
-                owner=heartbeat.process.id,
-                tool_timeout=settings.tool_timeout_seconds,
-            ),
+        dispatcher = Dispatcher.of_process(
             sessionmaker,
+            bus,
+            gateway,
+            Registry(settings, sessionmaker),
+            owner=heartbeat.process.id,
+            tool_timeout=settings.tool_timeout_seconds,
             max_running=concurrency,
         )
         broker = create_broker(settings, worker=heartbeat.process.id, concurrency=concurrency)
