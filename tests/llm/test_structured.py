@@ -7,9 +7,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from crew_platform.devtools.llm_stub import StubServer
 from crew_platform.llm.gateway import LLMGateway
-from crew_platform.llm.structured import format_name, parse_answer, response_format
+from crew_platform.llm.structured import (
+    format_name,
+    parse_answer,
+    response_format,
+    schema_problem,
+)
 from crew_platform.settings import Settings
 
 SCHEMA = {
@@ -96,6 +103,38 @@ def test_answers_that_do_not_fit_say_why() -> None:
     )
     fenced = "```json\n" + json.dumps(wrong | {"pages": 2}) + "\n```"
     assert parse_answer(fenced, SCHEMA).value == wrong | {"pages": 2}
+
+
+@pytest.mark.parametrize(
+    "schema",
+    [
+        SCHEMA,
+        {"type": "object", "$id": "https://example.com/root", "properties": {"a": {"$ref": "#"}}},
+        {"type": "object", "properties": {"a": {"$ref": "#/$defs/b"}}, "$defs": {"b": {}}},
+        {"type": "object", "properties": {"$id": {"type": "string"}, "$ref": {"type": "string"}}},
+        {
+            "type": "object",
+            "properties": {"a": {"$id": "https://example.com/a", "$ref": "#/$defs/b"}},
+            "$defs": {"b": {"type": "string"}},
+        },
+        {
+            "type": "object",
+            "$defs": {"b": {"$id": "urn:b", "properties": {"c": {"$ref": "#/$defs/b"}}}},
+            "properties": {"a": {"$ref": "#/$defs/b"}},
+        },
+    ],
+)
+def test_a_schema_let_through_can_check_every_answer(schema: dict[str, Any]) -> None:
+    """What `schema_problem` accepts never turns into "could not be checked" at run time (a
+    task whose every answer fails); what it refuses, it refuses with a reason."""
+    answers = [{}, {"a": {"a": "x", "c": {}}}, {"a": 1, "$id": "x", "$ref": "y"}, {"kind": "memo"}]
+    problem = schema_problem(schema)
+    checked = [parse_answer(json.dumps(a), schema).problem or "" for a in answers]
+    if problem is None:
+        assert not [c for c in checked if "could not be checked" in c], checked
+    else:
+        assert "$id is allowed at the root only" in problem
+        assert [c for c in checked if "could not be checked" in c]
 
 
 def test_schema_names_are_what_providers_accept() -> None:

@@ -83,6 +83,14 @@ async def test_options_are_stored_read_back_and_updated(
         ({"type": "object", "properties": {"a": {"type": "string", "pattern": "("}}}, "pattern"),
         ({"type": "object", "properties": {"a": {"$ref": "https://example.com/s.json"}}}, "$ref"),
         ({"type": "object", "properties": {"a": {"$ref": "#/$defs/missing"}}}, "$ref"),
+        (  # the $ref would be resolved against the inner $id: no answer could be checked
+            {
+                "type": "object",
+                "properties": {"a": {"$id": "https://example.com/a", "$ref": "#/$defs/b"}},
+                "$defs": {"b": {"type": "string"}},
+            },
+            "$id is allowed at the root only (found at properties/a)",
+        ),
     ],
 )
 async def test_a_bad_output_schema_is_422(

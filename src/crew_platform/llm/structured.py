@@ -4,7 +4,8 @@ an answer against it.
 A schema is checked once, when a task is written (`schema_problem`), so a run never meets one
 it cannot use: Draft 2020-12, an object at the root (providers' structured output answers an
 object), and `$ref`s that point inside the schema itself (a remote one would make validation
-fetch a URL, or fail at run time).
+fetch a URL, or fail at run time). An `$id` is allowed at the root only: one further in moves
+where the `$ref`s under it point, out of the schema, so no answer could ever be checked.
 """
 
 from __future__ import annotations
@@ -45,21 +46,37 @@ def schema_problem(schema: object) -> str | None:
     for ref in _refs(schema):
         if _pointed(schema, ref) is None:
             return f"$ref {ref!r} must point inside the schema (#/$defs/...) at something there"
+    for path, item in _mappings(schema):
+        if path and isinstance(item.get("$id"), str):
+            return (
+                f"$id is allowed at the root only (found at {_where(path)}): the $refs under "
+                "it would point outside the schema"
+            )
     return None
 
 
-def _refs(schema: object) -> list[str]:
-    """Every `$ref` and `$dynamicRef` text in `schema` (its nesting is bounded by the API)."""
-    found: list[str] = []
-    stack = [schema]
+def _mappings(schema: object) -> list[tuple[tuple[str | int, ...], Mapping[str, Any]]]:
+    """Every object in `schema` with its path from the root (nesting is bounded by the API)."""
+    found: list[tuple[tuple[str | int, ...], Mapping[str, Any]]] = []
+    stack: list[tuple[tuple[str | int, ...], object]] = [((), schema)]
     while stack:
-        item = stack.pop()
+        path, item = stack.pop()
         if isinstance(item, Mapping):
-            found += [item[k] for k in ("$ref", "$dynamicRef") if isinstance(item.get(k), str)]
-            stack.extend(item.values())
+            found.append((path, item))
+            stack.extend(((*path, key), value) for key, value in item.items())
         elif isinstance(item, list):
-            stack.extend(item)
+            stack.extend(((*path, i), value) for i, value in enumerate(item))
     return found
+
+
+def _refs(schema: object) -> list[str]:
+    """Every `$ref` and `$dynamicRef` text in `schema`."""
+    return [
+        item[k]
+        for _, item in _mappings(schema)
+        for k in ("$ref", "$dynamicRef")
+        if isinstance(item.get(k), str)
+    ]
 
 
 def _pointed(schema: Mapping[str, Any], ref: str) -> object | None:
