@@ -371,6 +371,46 @@ async def test_a_coworker_whose_model_fails_is_reported_to_the_manager(
     assert len(completed) == 1 and "MODEL_NOT_FOUND" in completed[0]["data"]["error"]
 
 
+async def test_a_coworker_on_a_retired_model_goes_on_with_its_fallback_and_says_so(
+    app: FastAPI, client: httpx.AsyncClient, stub: StubServer
+) -> None:
+    events: list[Event] = []
+    unsubscribe = app.state.bus.subscribe(events.append)
+    stub.script(
+        for_task("Try", delegate=[{"coworker": "Veteran", "task": "Boo", "id": "v1"}]),
+        for_task("Try", content="Handled.", quote_tools=True),
+        {"role": "Veteran", "content": "Still here"},
+    )
+    agents, workflow, tasks = await build_crew(
+        client,
+        {"Try": "Veteran"},
+        agents={
+            "Veteran": {"model": "retired-model", "config": {"fallback_models": ["gemma-4-31b"]}}
+        },
+    )
+    try:
+        done = await run(client, workflow["id"])
+    finally:
+        unsubscribe()
+    assert done["status"] == "completed", done
+    assert done["output_data"]["result"] == "Handled. Tool results: v1=Still here"
+    assert [r["model"] for r in of_role(stub, "Veteran")] == ["retired-model", "gemma-4-31b"]
+    veteran = agents["Veteran"]["id"]
+    logs = await logs_of(client, done["id"])
+    (fallback,) = [e for e in logs if e["event"] == "model_fallback"]
+    assert (fallback["task_id"], fallback["level"]) == (tasks["Try"]["id"], "warning")
+    assert fallback["data"]["agent_id"] == veteran
+    assert (fallback["data"]["from"], fallback["data"]["to"]) == ("retired-model", "gemma-4-31b")
+    assert fallback["data"]["delegation_call_id"] == "v1"
+    assert "'Veteran'" in fallback["message"] and "gemma-4-31b" in fallback["message"]
+    (completed,) = [e for e in logs if e["event"] == "delegation_completed"]
+    assert completed["data"]["model"] == "gemma-4-31b"
+    assert [e.agent_id for e in events if e.type == EventType.MODEL_FALLBACK] == [veteran]
+    # The task run is the manager's: its model is the manager's own.
+    (run_row,) = await runs_of(client, tasks["Try"]["id"])
+    assert run_row["model"] == DEFAULT_MODEL
+
+
 async def test_a_manager_agent_answers_with_its_own_persona_and_model_but_no_tools(
     client: httpx.AsyncClient, stub: StubServer
 ) -> None:

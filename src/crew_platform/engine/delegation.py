@@ -25,6 +25,7 @@ from crew_platform.engine.tool_loop import CallRecord, LocalTool, ToolLoop
 from crew_platform.errors import PlatformError
 from crew_platform.events.bus import EventBus
 from crew_platform.events.types import Event, EventType
+from crew_platform.llm.fallback import Fallback, FallbackSink
 from crew_platform.llm.prompts import AgentProfile, ContextItem, messages, task_prompt
 from crew_platform.tools.base import ToolError, ToolSource, ToolSpec
 
@@ -245,6 +246,7 @@ class Delegations:
                     self._record, self._nested_event(coworker, call.call_id), self._task_id
                 ),
                 on_chunk=self._chunks(coworker, call.call_id),
+                on_fallback=self._fallback_sink(coworker, call.call_id),
             )
         except (PlatformError, ToolError) as exc:
             error = f"{exc.code}: {exc.message}" if isinstance(exc, PlatformError) else str(exc)
@@ -253,7 +255,8 @@ class Delegations:
             raise ToolError(failure) from None
         self.prompt_tokens += completion.prompt_tokens
         self.completion_tokens += completion.completion_tokens
-        await self._finished(call, coworker, about | {"result": cut(completion.text)}, None)
+        answered = {"result": cut(completion.text), "model": completion.model}
+        await self._finished(call, coworker, about | answered, None)
         return completion.text
 
     async def _finished(
@@ -266,6 +269,22 @@ class Delegations:
         await self._record(
             (completed, f"Task {self._task_id}: {coworker.role!r} {outcome} ({call.call_id})")
         )
+
+    def _fallback_sink(self, coworker: AgentProfile, call_id: str) -> FallbackSink:
+        """The coworker's model is not served and its call goes on with the next of its chain:
+        a `model_fallback` event of the coworker, as for a task's own agent (the task run's
+        `model` stays the manager's; `delegation_completed` names the coworker's)."""
+
+        async def record(change: Fallback) -> None:
+            data = change.data() | {"delegation_call_id": call_id, "coworker": coworker.role}
+            event = self._event(EventType.MODEL_FALLBACK, agent_id=coworker.agent_id, data=data)
+            where = (
+                f"Task {self._task_id}: {coworker.role!r}'s model {change.from_model} is not "
+                f"served, going on with {change.to_model} ({call_id})"
+            )
+            await self._record((event, where))
+
+        return record
 
     def _nested_event(self, coworker: AgentProfile, call_id: str) -> Callable[..., Event]:
         """Events of the coworker's own tool calls: its agent id, the delegation's call id."""
