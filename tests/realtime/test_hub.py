@@ -64,6 +64,27 @@ async def test_every_connection_gets_exactly_what_the_rule_says() -> None:
     hub.stop()
 
 
+async def test_an_agent_subscription_sees_the_delegations_given_to_it() -> None:
+    """A coworker's `delegation_*` events carry its id: watching the agent shows when a
+    manager hands it work; the manager's own tool calls do not reach it."""
+    bus = InMemoryBus()
+    hub = Hub(bus, queue_size=10)
+    hub.start()
+    coworker = hub.connect()
+    hub.subscribe(coworker, ("agent", 5), False)
+    kinds = (
+        EventType.DELEGATION_STARTED,
+        EventType.TOOL_CALL_STARTED,
+        EventType.DELEGATION_COMPLETED,
+        EventType.MODEL_FALLBACK,
+    )
+    for kind in kinds:
+        await bus.publish(Event(kind, workflow_id=1, execution_id=2, task_id=3, agent_id=5, seq=1))
+    received = [json.loads(text)["type"] for text in drain(coworker)]
+    assert received == ["delegation_started", "delegation_completed", "model_fallback"]
+    hub.stop()
+
+
 async def test_one_text_per_event_shared_by_its_recipients() -> None:
     bus = InMemoryBus()
     hub = Hub(bus, queue_size=10)

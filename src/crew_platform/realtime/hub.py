@@ -34,8 +34,12 @@ AGENT_EVENTS = frozenset(
         EventType.INPUT_RECEIVED,
         EventType.AGENT_TEST_COMPLETED,
         EventType.MODEL_FALLBACK,
+        EventType.DELEGATION_STARTED,
+        EventType.DELEGATION_COMPLETED,
     }
 )
+"""What an agent's subscribers receive of the events carrying its id: its task runs, its tests,
+and the delegations a manager gives it (a coworker's events carry the coworker's id)."""
 
 Key = tuple[str, int]
 """(channel, id) of a subscription."""
