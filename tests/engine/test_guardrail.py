@@ -142,6 +142,33 @@ async def test_a_check_that_keeps_failing_fails_the_task_after_its_retries(
     assert checks == [(1, 1), (2, 0)]
 
 
+async def test_by_default_two_revisions_are_judged_before_the_task_fails(
+    client: httpx.AsyncClient, stub: StubServer
+) -> None:
+    stub.script(
+        for_task("T", content="Soon."),
+        verdict(False, "No date."),
+        revision("Later."),
+        verdict(False, "Still no date."),
+        revision("Eventually."),
+        verdict(False, "Never a date."),
+    )
+    workflow, task = await one_task(client)
+    assert task["guardrail_max_retries"] == 2
+    run = await execute(client, workflow["id"])
+    done = await wait_for_execution(client, run["id"])
+    assert done["status"] == "failed", done
+    assert len(stub.requests) == 6 and len(judge_calls(stub)) == 3
+    assert "The answer:\nEventually." in last_user(judge_calls(stub)[-1])
+    (failed_run,) = await runs_of(client, task["id"])
+    assert failed_run["error"] == "GUARDRAIL_FAILED: Never a date."
+    checks = [
+        (e["data"]["attempt"], e["data"]["retries_left"])
+        for e in await events(client, run["id"], "guardrail_failed")
+    ]
+    assert checks == [(1, 2), (2, 1), (3, 0)]
+
+
 async def test_no_retries_fails_at_the_first_failed_check(
     client: httpx.AsyncClient, stub: StubServer
 ) -> None:
