@@ -270,6 +270,40 @@ async def test_pause_and_resume_through_the_api_processes_reach_runs_on_both_wor
     assert calls(stub) == {(name, run): 1 for name in "AB" for run in runs.values()}
 
 
+async def test_a_draft_waits_on_no_worker_and_input_through_either_api_process_goes_on(
+    live: Deployment, stub: StubServer
+) -> None:
+    """A `human_input` task on the queue: while its draft waits no worker holds the run; the
+    feedback sent to API process 1 has a worker revise it (the first draft is not asked
+    again), the approval sent to API process 0 has a worker finish the run."""
+    async with live.api() as http:
+        workflow, ids = await crew(http, ["A", "B"])
+        marked = await http.put(f"/tasks/{ids['A']}", json={"human_input": True})
+        assert marked.status_code == 200, marked.text
+    ((run, run_topic),) = (await start_runs(live, workflow, 1)).items()
+
+    async def waiting_on_nobody(http: httpx.AsyncClient, attempt: int) -> bool:
+        status = (await http.get(f"/executions/{run}/status")).json()
+        drafts = [t["attempt"] for t in status["waiting_tasks"]]
+        return drafts == [attempt] and not any((await held(live, {run})).values())
+
+    async with live.api(1) as http:
+        await eventually(lambda: waiting_on_nobody(http, 1), what="draft 1 waiting, run not held")
+        answered = await http.post(f"/executions/{run}/input", json={"feedback": "Shorter"})
+        assert answered.status_code == 202, answered.text
+        await eventually(lambda: waiting_on_nobody(http, 2), what="draft 2 waiting, run not held")
+    async with live.api(0) as http:
+        approved = await http.post(f"/executions/{run}/input", json={"approve": True})
+        assert approved.status_code == 202, approved.text
+        finished = await wait_until_finished(http, workflow, 1)
+        events = [e["event"] for e in await event_log(http, run)]
+    assert finished[run]["status"] == "completed", finished[run]
+    assert calls(stub) == {("A", run_topic): 2, ("B", run_topic): 1}
+    (revision,) = [r for r in requests_of(stub, "A", run_topic) if len(r["messages"]) > 2]
+    assert revision["messages"][-1]["content"].startswith("Feedback on your answer: Shorter")
+    assert events.count("input_required") == 2 and events.count("input_received") == 2
+
+
 async def test_sigterm_stops_a_worker_cleanly_and_another_finishes_its_runs(
     live: Deployment, stub: StubServer
 ) -> None:
