@@ -183,6 +183,56 @@ async def test_manager_delegates_each_task_to_the_coworker_it_names(
     assert {e.task_id for e in coworker_chunks} == {report}
 
 
+async def test_task_options_hold_the_managers_answer(
+    client: httpx.AsyncClient, stub: StubServer
+) -> None:
+    """In a hierarchical workflow the task options apply to the manager's answer: its prompt
+    shows only the `context` tasks' outputs, its answer is held to the `output_schema` (asked
+    for in that format after its tool calls), and with `human_input` it waits as a draft."""
+    schema = {
+        "type": "object",
+        "properties": {"title": {"type": "string"}},
+        "required": ["title"],
+        "additionalProperties": False,
+    }
+    stub.script(
+        for_task("Gather", content="G-out"),
+        for_task("Noise", content="N-out"),
+        for_task("Report", delegate=[{"coworker": "Writer", "task": "Write it", "id": "w1"}]),
+        {"role": "Writer", "content": "written"},
+        for_task("Report", content="Here is the report: written"),
+        {"format": "Report", "json": {"title": "written"}},
+    )
+    _, workflow, tasks = await build_crew(
+        client, {"Gather": "Researcher", "Noise": "Researcher", "Report": "Writer"}
+    )
+    report = tasks["Report"]["id"]
+    options = {
+        "context": [tasks["Gather"]["id"]],
+        "output_schema": schema,
+        "human_input": True,
+    }
+    updated = await client.put(f"{API}/tasks/{report}", json=options)
+    assert updated.status_code == 200, updated.text
+    started = await client.post(f"{API}/workflows/{workflow['id']}/execute", json={})
+    assert started.status_code == 202, started.text
+    execution = started.json()["id"]
+    await wait_for_status(client, execution, "waiting_for_input")
+    (draft,) = await runs_of(client, report)
+    assert (draft["status"], draft["output"]) == ("waiting_for_input", {"title": "written"})
+    managed = calls_for(stub, "Report")
+    assert "G-out" in user_prompt(managed[0]) and "N-out" not in user_prompt(managed[0])
+    formatted = managed[-1]["response_format"]["json_schema"]
+    assert (formatted["name"], formatted["schema"], formatted["strict"]) == ("Report", schema, True)
+    assert "tools" not in managed[-1]
+    approved = await client.post(f"{API}/executions/{execution}/input", json={"approve": True})
+    assert approved.status_code == 202, approved.text
+    done = await wait_for_status(client, execution, "completed", "failed")
+    assert done["status"] == "completed", done
+    assert done["output_data"]["tasks"][str(report)] == {"title": "written"}
+    assert done["output_data"]["result"] == {"title": "written"}
+
+
 async def test_ask_question_answers_from_the_coworker_and_counts_its_tokens(
     client: httpx.AsyncClient, stub: StubServer
 ) -> None:
