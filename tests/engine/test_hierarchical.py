@@ -339,6 +339,26 @@ async def test_max_delegations_bounds_what_the_manager_hands_out_per_task(
     assert len(of_role(stub, "Researcher")) == 1
 
 
+async def test_without_max_delegations_a_task_may_delegate_ten_times(
+    client: httpx.AsyncClient, stub: StubServer
+) -> None:
+    asks = [{"coworker": "Researcher", "question": f"Fact {i}?", "id": f"q{i}"} for i in range(11)]
+    stub.script(
+        for_task("Many", delegate=asks),
+        for_task("Many", content="Enough.", quote_tools=True),
+        *({"role": "Researcher", "content": f"fact {i}"} for i in range(10)),
+    )
+    _, workflow, tasks = await build_crew(client, {"Many": "Researcher"})
+    assert workflow["config"] is None
+    done = await run(client, workflow["id"])
+    assert done["status"] == "completed", done
+    (many,) = await runs_of(client, tasks["Many"]["id"])
+    statuses = [(c["call_id"], c["status"]) for c in many["tool_calls"]]
+    assert statuses == [(f"q{i}", "completed") for i in range(10)] + [("q10", "failed")]
+    assert "you have already delegated 10 times" in many["tool_calls"][-1]["result"]
+    assert len(of_role(stub, "Researcher")) == 10
+
+
 async def test_a_coworker_uses_its_own_tools_but_cannot_delegate_back(
     app: FastAPI, client: httpx.AsyncClient, stub: StubServer
 ) -> None:
