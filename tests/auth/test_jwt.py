@@ -171,6 +171,7 @@ async def test_jwks_symmetric_and_encryption_keys_are_ignored() -> None:
             {**jwk_of(rsa_key("enc"), "enc"), "use": "enc"},
             {"kty": "RSA", "kid": "broken", "n": "AQAB"},
             "not an object",
+            jwk_of(rsa_key("good"), "good"),
         ]
     }
     with JwksServer(document) as server:
@@ -181,6 +182,9 @@ async def test_jwks_symmetric_and_encryption_keys_are_ignored() -> None:
         assert await reason_of(verifier, hs) == "unknown_key"
         enc = rs256(claims(), rsa_key("enc"), "enc")
         assert await reason_of(verifier, enc) == "unknown_key"
+        # the entries it skips do not cost the key set its good keys
+        good = rs256(claims("ann"), rsa_key("good"), "good")
+        assert (await verifier.verify(good)).subject == "ann"
 
 
 async def test_jwks_from_a_file_and_an_unreachable_url(

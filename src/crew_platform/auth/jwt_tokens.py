@@ -84,7 +84,7 @@ def _jwk_key(entry: dict[str, Any]) -> VerificationKey | None:
     try:
         key = jwt.PyJWK(entry).key
         algorithms = algorithms_of(key)
-    except (jwt.PyJWKError, ValueError, TypeError) as exc:
+    except (jwt.PyJWTError, ValueError, TypeError) as exc:  # InvalidKeyError included
         log.warning("JWKS: skipping key %r: %s", entry.get("kid"), exc)
         return None
     stated = entry.get("alg")
