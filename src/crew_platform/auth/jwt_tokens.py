@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from crew_platform.auth.principal import Principal, parse_scopes
 from crew_platform.common.limits import NAME_LENGTH
-from crew_platform.errors import Unauthorized
+from crew_platform.errors import ServiceUnavailable, Unauthorized
 from crew_platform.llm.redact import redact
 from crew_platform.settings import Settings
 
@@ -139,6 +140,8 @@ class JwksKeys:
         self._tried_at: float | None = None
         self._lock = asyncio.Lock()
         self.fetches = 0
+        self.failing = False
+        """Whether the last fetch failed (the keys held may be stale, or none)."""
 
     async def keys_for(self, kid: str | None) -> list[VerificationKey]:
         if self._fetched_at is None or time.monotonic() - self._fetched_at > self.max_age_seconds:
@@ -165,7 +168,9 @@ class JwksKeys:
             try:
                 self._keys = parse_jwks(await self._fetch(self.source))
                 self._fetched_at = now
+                self.failing = False
             except Exception as exc:
+                self.failing = True
                 log.warning(
                     "JWKS %s could not be read (%s): keeping %d key(s) read before",
                     redact(self.source),
@@ -243,6 +248,12 @@ class JwtVerifier:
         candidates = await self._candidates(kid)
         keys = [key for key in candidates if algorithm in key.algorithms]
         if not keys:
+            if self.jwks is not None and self.jwks.failing:
+                raise ServiceUnavailable(
+                    "The keys that verify tokens (JWT_JWKS_URL) cannot be read right now; "
+                    "try again shortly",
+                    {"retry_after": math.ceil(self.jwks.min_refresh_seconds)},
+                )
             if self.jwks is not None and kid is not None and len(candidates) == len(self._static):
                 raise invalid("unknown_key", "its key id (kid) names none of the signing keys")
             raise invalid("algorithm", f"no configured key verifies {algorithm} tokens")
