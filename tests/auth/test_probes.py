@@ -58,6 +58,9 @@ async def test_one_credential_per_request(auth_app: Any, http: Any) -> None:
         assert body["details"]["reason"] == "ambiguous", body
         assert refused.headers["www-authenticate"].startswith("Bearer")
         assert key not in refused.text and token not in refused.text
+    twice = [(b"authorization", f"Bearer {key}".encode()), (b"authorization", b"Bearer x")]
+    refused = await http.get("/api/v1/agents/", headers=twice)
+    assert assert_error(refused, 401, "UNAUTHORIZED")["details"]["reason"] == "ambiguous"
     events = "/api/v1/executions/1/events"
     both = await http.get(events, params={"access_token": token}, headers={"X-API-Key": key})
     assert assert_error(both, 401, "UNAUTHORIZED")["details"]["reason"] == "ambiguous"

@@ -62,26 +62,18 @@ def _under(path: str, prefixes: tuple[str, ...]) -> bool:
     return any(path == p or path.startswith(p + "/") for p in prefixes)
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return bytes(value).decode("latin-1")
-    return None
-
-
 def presented_credentials(scope: Scope, query_token: str | None = None) -> list[str]:
-    """The distinct credentials a request carries: `Authorization: Bearer`, `X-API-Key` and
-    (on the SSE stream) `access_token`, surrounding spaces taken off; `""` stands for an
-    Authorization header that is not `Bearer <something>`. More than one is refused: which of
-    two different credentials counted would be a guess."""
+    """The distinct credentials a request carries: every `Authorization: Bearer` and
+    `X-API-Key` header and (on the SSE stream) `access_token`, surrounding spaces taken off;
+    `""` stands for an Authorization header that is not `Bearer <something>`. More than one is
+    refused: which of two different credentials counted would be a guess."""
     found: list[str] = []
-    authorization = _header(scope, b"authorization")
-    if authorization is not None:
-        kind, _, token = authorization.strip().partition(" ")
-        found.append(token.strip() if kind.lower() == "bearer" and token.strip() else "")
-    api_key = _header(scope, b"x-api-key")
-    if api_key is not None:
-        found.append(api_key.strip())
+    for name, raw in scope.get("headers", ()):
+        if name == b"authorization":
+            kind, _, token = bytes(raw).decode("latin-1").strip().partition(" ")
+            found.append(token.strip() if kind.lower() == "bearer" and token.strip() else "")
+        elif name == b"x-api-key":
+            found.append(bytes(raw).decode("latin-1").strip())
     if query_token is not None:
         found.append(query_token.strip())
     return list(dict.fromkeys(found))
