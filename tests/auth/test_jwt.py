@@ -66,7 +66,8 @@ async def test_hs256_with_the_secret_and_nothing_else() -> None:
 async def test_rsa_public_key_from_pem_text_or_file(tmp_path: Path) -> None:
     path = tmp_path / "public.pem"
     path.write_text(public_pem(rsa_key()))
-    for value in (public_pem(rsa_key()), str(path)):
+    one_line = public_pem(rsa_key()).replace("\n", "\\n")  # as a .env file holds it
+    for value in (public_pem(rsa_key()), str(path), f"  {one_line}  ", f" {path}\n"):
         verifier = JwtVerifier(settings(jwt_public_key=value))
         assert (await verifier.verify(rs256(claims("ann")))).subject == "ann"
         confused = hs_with_public_key(claims(), public_pem(rsa_key()))

@@ -71,8 +71,14 @@ def algorithms_of(key: Any) -> tuple[str, ...]:
 
 
 def load_public_key(value: str) -> VerificationKey:
-    """JWT_PUBLIC_KEY: PEM text, or the path of a PEM file."""
-    text = value if "-----BEGIN" in value else Path(value).expanduser().read_text()
+    """JWT_PUBLIC_KEY: PEM text, or the path of a PEM file. PEM text in an environment
+    variable often has its line breaks written `\\n` (one line in a .env file, a container
+    platform's secret): those are taken as line breaks."""
+    value = value.strip()
+    if "-----BEGIN" in value:
+        text = value.replace("\\r\\n", "\n").replace("\\n", "\n")
+    else:
+        text = Path(value).expanduser().read_text()
     key = load_pem_public_key(text.encode())
     return VerificationKey(key, algorithms_of(key))
 
