@@ -109,10 +109,12 @@ def jwk_of(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey, kid: str) -> dic
 
 
 class JwksServer:
-    """Serves `document` as JSON at /jwks.json; counts the requests."""
+    """Serves `document` as JSON at /jwks.json (with `status`: 200, or 503 for an identity
+    provider that is down); counts the requests."""
 
-    def __init__(self, document: dict[str, Any]) -> None:
+    def __init__(self, document: dict[str, Any], status: int = 200) -> None:
         self.document = document
+        self.status = status
         self.requests = 0
         self.port = free_port()
         server = self
@@ -121,7 +123,7 @@ class JwksServer:
             def do_GET(self) -> None:
                 server.requests += 1
                 body = json.dumps(server.document).encode()
-                self.send_response(200)
+                self.send_response(server.status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()

@@ -198,3 +198,19 @@ async def test_agents_cannot_run_another_owners_tools(auth_app: Any, http: Any) 
         f"/api/v1/agents/{bob.agent}/test", json={"input": "hi"}, headers=token_of("r", "admin")
     )
     assert as_root.status_code == 200, as_root.text
+
+
+def test_the_defaults_the_issue_names() -> None:
+    """AUTH_MODE=none as the spec has it, ownership off, the docs open, 10 failed
+    authentications a minute per IP, a small leeway, revocations within seconds."""
+    from crew_platform.edge.ratelimit import parse_limit
+    from crew_platform.settings import Settings
+
+    settings = Settings(database_url="sqlite://")
+    assert settings.auth_mode == "none" and settings.auth_ownership is False
+    assert settings.auth_docs_public is True
+    limit = parse_limit(settings.rate_limit_auth_failures)
+    assert limit is not None and settings.rate_limit_auth_failures == "10/minute"
+    assert parse_limit("off") is None
+    assert 0 < settings.jwt_leeway_seconds <= 60
+    assert 0 < settings.api_key_cache_seconds <= 10

@@ -14,7 +14,7 @@ import pytest
 
 from crew_platform.auth.jwt_tokens import JwksKeys, JwtVerifier
 from crew_platform.auth.principal import Scope
-from crew_platform.errors import Unauthorized
+from crew_platform.errors import ServiceUnavailable, Unauthorized
 from crew_platform.settings import Settings
 from tests.auth.support import (
     AUDIENCE,
@@ -66,7 +66,8 @@ async def test_hs256_with_the_secret_and_nothing_else() -> None:
 async def test_rsa_public_key_from_pem_text_or_file(tmp_path: Path) -> None:
     path = tmp_path / "public.pem"
     path.write_text(public_pem(rsa_key()))
-    for value in (public_pem(rsa_key()), str(path)):
+    one_line = public_pem(rsa_key()).replace("\n", "\\n")  # as a .env file holds it
+    for value in (public_pem(rsa_key()), str(path), f"  {one_line}  ", f" {path}\n"):
         verifier = JwtVerifier(settings(jwt_public_key=value))
         assert (await verifier.verify(rs256(claims("ann")))).subject == "ann"
         confused = hs_with_public_key(claims(), public_pem(rsa_key()))
@@ -171,6 +172,7 @@ async def test_jwks_symmetric_and_encryption_keys_are_ignored() -> None:
             {**jwk_of(rsa_key("enc"), "enc"), "use": "enc"},
             {"kty": "RSA", "kid": "broken", "n": "AQAB"},
             "not an object",
+            jwk_of(rsa_key("good"), "good"),
         ]
     }
     with JwksServer(document) as server:
@@ -181,6 +183,9 @@ async def test_jwks_symmetric_and_encryption_keys_are_ignored() -> None:
         assert await reason_of(verifier, hs) == "unknown_key"
         enc = rs256(claims(), rsa_key("enc"), "enc")
         assert await reason_of(verifier, enc) == "unknown_key"
+        # the entries it skips do not cost the key set its good keys
+        good = rs256(claims("ann"), rsa_key("good"), "good")
+        assert (await verifier.verify(good)).subject == "ann"
 
 
 async def test_jwks_from_a_file_and_an_unreachable_url(
@@ -191,7 +196,9 @@ async def test_jwks_from_a_file_and_an_unreachable_url(
     verifier = JwtVerifier(settings(jwt_jwks_url=str(path)))
     assert (await verifier.verify(rs256(claims("ann"), rsa_key("one"), "one"))).subject == "ann"
     down = JwtVerifier(settings(jwt_jwks_url="http://user:hunter22@127.0.0.1:9/jwks.json"))
-    assert await reason_of(down, rs256(claims(), rsa_key("one"), "one")) == "unknown_key"
+    with pytest.raises(ServiceUnavailable) as unavailable:  # not the token's fault: no 401
+        await down.verify(rs256(claims(), rsa_key("one"), "one"))
+    assert "hunter22" not in unavailable.value.message
     assert "could not be read" in caplog.text
     assert "hunter22" not in caplog.text
 

@@ -3,7 +3,7 @@ JWTs too in mode `jwt`."""
 
 from __future__ import annotations
 
-from crew_platform.auth.api_keys import ApiKeyVerifier, looks_like_api_key
+from crew_platform.auth.api_keys import ApiKeyVerifier, invalid_key, looks_like_api_key
 from crew_platform.auth.jwt_tokens import JwtVerifier
 from crew_platform.auth.principal import Principal
 from crew_platform.reads import Reads
@@ -16,6 +16,12 @@ class Authenticator:
         self.jwt = JwtVerifier(settings) if settings.auth_mode == "jwt" else None
 
     async def authenticate(self, credential: str) -> Principal:
-        if self.jwt is None or looks_like_api_key(credential):
+        if looks_like_api_key(credential):
             return await self.api_keys.verify(credential)
+        if self.jwt is None:
+            raise invalid_key(
+                "malformed",
+                "Invalid credential: not an API key (crew_...); this server takes API keys only "
+                "(AUTH_MODE=api_key)",
+            )
         return await self.jwt.verify(credential)

@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from crew_platform.auth.principal import Principal, parse_scopes
 from crew_platform.common.limits import NAME_LENGTH
-from crew_platform.errors import Unauthorized
+from crew_platform.errors import ServiceUnavailable, Unauthorized
 from crew_platform.llm.redact import redact
 from crew_platform.settings import Settings
 
@@ -70,8 +71,14 @@ def algorithms_of(key: Any) -> tuple[str, ...]:
 
 
 def load_public_key(value: str) -> VerificationKey:
-    """JWT_PUBLIC_KEY: PEM text, or the path of a PEM file."""
-    text = value if "-----BEGIN" in value else Path(value).expanduser().read_text()
+    """JWT_PUBLIC_KEY: PEM text, or the path of a PEM file. PEM text in an environment
+    variable often has its line breaks written `\\n` (one line in a .env file, a container
+    platform's secret): those are taken as line breaks."""
+    value = value.strip()
+    if "-----BEGIN" in value:
+        text = value.replace("\\r\\n", "\n").replace("\\n", "\n")
+    else:
+        text = Path(value).expanduser().read_text()
     key = load_pem_public_key(text.encode())
     return VerificationKey(key, algorithms_of(key))
 
@@ -84,7 +91,7 @@ def _jwk_key(entry: dict[str, Any]) -> VerificationKey | None:
     try:
         key = jwt.PyJWK(entry).key
         algorithms = algorithms_of(key)
-    except (jwt.PyJWKError, ValueError, TypeError) as exc:
+    except (jwt.PyJWTError, ValueError, TypeError) as exc:  # InvalidKeyError included
         log.warning("JWKS: skipping key %r: %s", entry.get("kid"), exc)
         return None
     stated = entry.get("alg")
@@ -139,6 +146,8 @@ class JwksKeys:
         self._tried_at: float | None = None
         self._lock = asyncio.Lock()
         self.fetches = 0
+        self.failing = False
+        """Whether the last fetch failed (the keys held may be stale, or none)."""
 
     async def keys_for(self, kid: str | None) -> list[VerificationKey]:
         if self._fetched_at is None or time.monotonic() - self._fetched_at > self.max_age_seconds:
@@ -165,7 +174,9 @@ class JwksKeys:
             try:
                 self._keys = parse_jwks(await self._fetch(self.source))
                 self._fetched_at = now
+                self.failing = False
             except Exception as exc:
+                self.failing = True
                 log.warning(
                     "JWKS %s could not be read (%s): keeping %d key(s) read before",
                     redact(self.source),
@@ -243,6 +254,12 @@ class JwtVerifier:
         candidates = await self._candidates(kid)
         keys = [key for key in candidates if algorithm in key.algorithms]
         if not keys:
+            if self.jwks is not None and self.jwks.failing:
+                raise ServiceUnavailable(
+                    "The keys that verify tokens (JWT_JWKS_URL) cannot be read right now; "
+                    "try again shortly",
+                    {"retry_after": math.ceil(self.jwks.min_refresh_seconds)},
+                )
             if self.jwks is not None and kid is not None and len(candidates) == len(self._static):
                 raise invalid("unknown_key", "its key id (kid) names none of the signing keys")
             raise invalid("algorithm", f"no configured key verifies {algorithm} tokens")

@@ -1,12 +1,16 @@
 """Authentication of every request but `/health` (and the docs, by AUTH_DOCS_PUBLIC), before
 routing: a refused request reaches no route, reads no body and changes nothing.
 
-HTTP: `Authorization: Bearer <token or key>` or `X-API-Key: <key>`; on the SSE stream also
-`?access_token=` (EventSource cannot send headers). `access_token` is taken out of the query
-string of every request before anything else sees it, uvicorn's access log included (it
-prints the same scope). WebSocket: the same headers, or, when there are none, a first message
+HTTP: `Authorization: Bearer <token or key>` (the scheme in any case) or `X-API-Key: <key>`;
+on the SSE stream also `?access_token=` (EventSource cannot send headers). A request with two
+different credentials is refused (401, reason `ambiguous`). `access_token` is taken out of the
+query string of every request and WebSocket handshake before anything else sees it, uvicorn's
+access log included (it prints the same scope); it is never a WebSocket's credential.
+WebSocket: the same headers, or, when there are none, a first message
 `{"type": "auth", "token": ...}` within WS_AUTH_SECONDS; a socket that fails is accepted and
-closed with 4401 (4403 without the scope, 4429 over the failure budget), which browsers see.
+closed with 4401 (4403 without the scope, 4429 over the failure budget, 1013 when the JWKS
+cannot be read), which browsers see. A JWKS that cannot be read answers HTTP 503: the token may
+well be valid, so it does not count as a failed authentication.
 
 A stream (the WebSocket, the SSE stream) re-checks its credential every STREAM_RECHECK_SECONDS
 (at least API_KEY_CACHE_SECONDS): a revoked key or an expired token ends it (WebSocket close
@@ -33,7 +37,7 @@ from crew_platform.auth.principal import Caller, Principal, calling_as
 from crew_platform.auth.scopes import SSE_PATH, WEBSOCKET, required_scope
 from crew_platform.common.http import StartTracking, error_response
 from crew_platform.edge.ratelimit import RateLimits, Verdict, parse_limit
-from crew_platform.errors import Forbidden, PlatformError, Unauthorized
+from crew_platform.errors import Forbidden, PlatformError, ServiceUnavailable, Unauthorized
 from crew_platform.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -49,6 +53,8 @@ WS_AUTH_SECONDS = 5.0
 CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_TOO_MANY_FAILURES = 4429
+CLOSE_TRY_AGAIN_LATER = 1013
+"""The keys to verify tokens with (JWT_JWKS_URL) could not be read: not the client's fault."""
 STREAM_RECHECK_SECONDS = 1.0
 
 
@@ -56,20 +62,21 @@ def _under(path: str, prefixes: tuple[str, ...]) -> bool:
     return any(path == p or path.startswith(p + "/") for p in prefixes)
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key == name:
-            return bytes(value).decode("latin-1")
-    return None
-
-
-def header_credential(scope: Scope) -> str | None:
-    authorization = _header(scope, b"authorization")
-    if authorization is not None:
-        kind, _, token = authorization.strip().partition(" ")
-        return token.strip() if kind.lower() == "bearer" and token.strip() else ""
-    api_key = _header(scope, b"x-api-key")
-    return api_key.strip() if api_key is not None else None
+def presented_credentials(scope: Scope, query_token: str | None = None) -> list[str]:
+    """The distinct credentials a request carries: every `Authorization: Bearer` and
+    `X-API-Key` header and (on the SSE stream) `access_token`, surrounding spaces taken off;
+    `""` stands for an Authorization header that is not `Bearer <something>`. More than one is
+    refused: which of two different credentials counted would be a guess."""
+    found: list[str] = []
+    for name, raw in scope.get("headers", ()):
+        if name == b"authorization":
+            kind, _, token = bytes(raw).decode("latin-1").strip().partition(" ")
+            found.append(token.strip() if kind.lower() == "bearer" and token.strip() else "")
+        elif name == b"x-api-key":
+            found.append(bytes(raw).decode("latin-1").strip())
+    if query_token is not None:
+        found.append(query_token.strip())
+    return list(dict.fromkeys(found))
 
 
 def take_query_token(scope: Scope) -> str | None:
@@ -120,21 +127,27 @@ class AuthMiddleware:
         return await self.limits.spent(self.failure_limit, FAILURES, client)
 
     async def _authenticate(
-        self, scope: Scope, credential: str | None, client: str, method: str
+        self, scope: Scope, credentials: list[str], client: str, method: str
     ) -> Principal:
-        if credential is None:
+        if not credentials:
             raise Unauthorized(
                 "Authentication required: send Authorization: Bearer <token> or X-API-Key",
                 {"reason": "missing"},
             )
         authenticator: Authenticator = scope["app"].state.authenticator
         try:
-            if not credential:
+            if len(credentials) > 1:
+                raise Unauthorized(
+                    "Invalid credential: the request carries two different credentials "
+                    "(Authorization, X-API-Key, access_token); send one",
+                    {"reason": "ambiguous"},
+                )
+            if not credentials[0]:
                 raise Unauthorized(
                     "Invalid credential: the Authorization header must be 'Bearer <token>'",
                     {"reason": "malformed"},
                 )
-            return await authenticator.authenticate(credential)
+            return await authenticator.authenticate(credentials[0])
         except Unauthorized as exc:
             log.info(
                 "authentication failed: %s %s from %s (%s)",
@@ -170,11 +183,10 @@ class AuthMiddleware:
             refusal = verdict.refusal("failed authentications")
             await error_response(refusal, verdict.headers())(scope, receive, send)
             return
-        credential = header_credential(scope)
-        if credential is None and SSE_PATH.fullmatch(path):
-            credential = query_token
+        sse = SSE_PATH.fullmatch(path) is not None
+        credentials = presented_credentials(scope, query_token if sse else None)
         try:
-            principal = await self._authenticate(scope, credential, client, method)
+            principal = await self._authenticate(scope, credentials, client, method)
             self._authorize(principal, method, path)
         except Unauthorized as exc:
             await error_response(exc, unauthorized_headers(exc))(scope, receive, send)
@@ -184,9 +196,12 @@ class AuthMiddleware:
             challenge = f'{REALM}, error="insufficient_scope", scope="{scope_needed}"'
             await error_response(exc, {"WWW-Authenticate": challenge})(scope, receive, send)
             return
+        except PlatformError as exc:  # the JWKS unreachable: 503, not a failed credential
+            await error_response(exc, _retry_after(exc))(scope, receive, send)
+            return
         with calling_as(Caller(principal, self.ownership)):
-            if credential and SSE_PATH.fullmatch(path):
-                await self._sse_while_valid(scope, receive, send, credential)
+            if sse:
+                await self._sse_while_valid(scope, receive, send, credentials[0])
             else:
                 await self.app(scope, receive, send)
 
@@ -247,27 +262,28 @@ class AuthMiddleware:
         if await self._locked_out(client) is not None:
             await _refuse(receive, send, CLOSE_TOO_MANY_FAILURES, "too many failed authentications")
             return
-        credential = header_credential(scope)
-        if credential is None:
+        take_query_token(scope)  # never a credential here (the URL ends up in logs): dropped
+        credentials = presented_credentials(scope)
+        if not credentials:
             await self._ws_first_message(scope, client, receive, send)
             return
-        principal = await self._ws_principal(scope, credential, client)
+        principal = await self._ws_principal(scope, credentials, client)
         if isinstance(principal, Principal):
+            stream = self.app(scope, receive, send)
             with calling_as(Caller(principal, self.ownership)):
-                await self._ws_while_valid(scope, credential, self.app(scope, receive, send), send)
+                await self._ws_while_valid(scope, credentials[0], stream, send)
         else:
             await _refuse(receive, send, *principal)
 
     async def _ws_principal(
-        self, scope: Scope, credential: str, client: str
+        self, scope: Scope, credentials: list[str], client: str
     ) -> Principal | tuple[int, str]:
         """The principal, or the close code and reason of the refusal."""
         try:
-            principal = await self._authenticate(scope, credential, client, WEBSOCKET)
+            principal = await self._authenticate(scope, credentials, client, WEBSOCKET)
             self._authorize(principal, WEBSOCKET, scope["path"])
         except PlatformError as exc:
-            code = CLOSE_FORBIDDEN if isinstance(exc, Forbidden) else CLOSE_UNAUTHORIZED
-            return code, exc.message
+            return _close_code(exc), exc.message
         return principal
 
     async def _ws_first_message(
@@ -292,7 +308,7 @@ class AuthMiddleware:
             message = 'the first message must be {"type": "auth", "token": "..."}'
             await _close(send, CLOSE_UNAUTHORIZED, message)
             return
-        principal = await self._ws_principal(scope, token, client)
+        principal = await self._ws_principal(scope, [token.strip()], client)
         if not isinstance(principal, Principal):
             await _close(send, *principal)
             return
@@ -319,7 +335,7 @@ class AuthMiddleware:
 
         with calling_as(Caller(principal, self.ownership)):
             stream = self.app(scope, replay_receive, send_once_accepted)
-            await self._ws_while_valid(scope, token, stream, send)
+            await self._ws_while_valid(scope, token.strip(), stream, send)
 
     async def _ws_while_valid(
         self, scope: Scope, credential: str, stream: Awaitable[None], send: Send
@@ -329,6 +345,19 @@ class AuthMiddleware:
                 await _close(send, CLOSE_UNAUTHORIZED, refusal.message)
 
         await self._while_valid(scope, credential, stream, end)
+
+
+def _close_code(refusal: PlatformError) -> int:
+    if isinstance(refusal, Forbidden):
+        return CLOSE_FORBIDDEN
+    if isinstance(refusal, ServiceUnavailable):
+        return CLOSE_TRY_AGAIN_LATER
+    return CLOSE_UNAUTHORIZED
+
+
+def _retry_after(error: PlatformError) -> dict[str, str] | None:
+    seconds = error.details.get("retry_after")
+    return {"Retry-After": str(seconds)} if isinstance(seconds, int) else None
 
 
 def _auth_message_token(message: Message) -> str | None:

@@ -1,6 +1,10 @@
 """Live processes and the executions they hold, read from the store: every process of the
 deployment answers the same, whichever one is asked. Times and ages are the database's clock,
-the one leases expire by."""
+the one leases expire by.
+
+A process belongs to no owner: every caller with `read` sees them all. The executions they
+hold are owned, though (AUTH_OWNERSHIP=on): a caller sees only its own among them, so the
+list does not leak the ids of other owners' runs; `admin` sees every one."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from crew_platform.auth.ownership import of_owned_workflows
 from crew_platform.engine import UNFINISHED, DatabaseNow
 from crew_platform.models import Execution, Worker
 from crew_platform.workers.schemas import LeasedExecution, WorkerRead
@@ -24,7 +29,7 @@ async def live_workers(session: AsyncSession) -> list[WorkerRead]:
     )
     held: defaultdict[str, list[LeasedExecution]] = defaultdict(list)
     if workers:
-        rows = await session.execute(
+        query = of_owned_workflows(
             select(
                 Execution.id,
                 Execution.workflow_id,
@@ -36,8 +41,10 @@ async def live_workers(session: AsyncSession) -> list[WorkerRead]:
                 Execution.status.in_(sorted(UNFINISHED)),
                 Execution.lease_owner.in_([w.id for w in workers]),
             )
-            .order_by(Execution.leased_at, Execution.id)
+            .order_by(Execution.leased_at, Execution.id),
+            Execution.workflow_id,
         )
+        rows = await session.execute(query)
         for row in rows:
             leased_at = row.leased_at or now
             held[row.lease_owner].append(
