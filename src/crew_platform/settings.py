@@ -154,6 +154,17 @@ class Settings(BaseSettings):
         parse_model_fallbacks(value)
         return value
 
+    @field_validator("jwt_jwks_url")
+    @classmethod
+    def _jwks_file_exists(cls, value: str | None) -> str | None:
+        """A URL may be down for a while (its keys are read on first use); a missing file is a
+        mistake in the configuration, not an outage, so it stops start-up."""
+        if value is None or value.startswith(("http://", "https://")):
+            return value
+        if not Path(value.removeprefix("file://")).expanduser().is_file():
+            raise ValueError(f"no JWKS file at {value!r} (a path, a file:// URL or an http(s) URL)")
+        return value
+
     @field_validator("api_key_secret", "jwt_secret")
     @classmethod
     def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:

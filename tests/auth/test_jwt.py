@@ -210,6 +210,8 @@ def test_settings_refuse_what_cannot_work() -> None:
         {"auth_mode": "jwt", "jwt_secret": "short"},
         {"auth_mode": "none", "api_key_secret": "short"},
         {"auth_mode": "sometimes"},
+        {"auth_mode": "jwt", "jwt_jwks_url": "/nonexistent/jwks.json"},
+        {"auth_mode": "jwt", "jwt_jwks_url": "file:///nonexistent/jwks.json"},
     ):
         with pytest.raises(ValueError):
             Settings(database_url="sqlite://", **values)
