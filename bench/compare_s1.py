@@ -13,6 +13,8 @@ at the stub latency given (`--latency`, default 0):
 - HTTP end to end on SQLite, and on PostgreSQL unless `--no-postgres`: the variant's
   `crew-platform serve` on a fresh database, driven by this scenario's `_http_runs`.
 
+`--no-in-process` and `--no-postgres` leave those ways out.
+
 A run is one warm-up and `--reps` counted executions, after an execution of 5 tasks that warms
 the process up (imports, a first request's caches) outside the figures. "CPU/task" is the CPU
 time (user + system) of the process running the engine (the bench process in-process, the
@@ -194,12 +196,17 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.0)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--no-in-process", action="store_true")
     parser.add_argument("variants", nargs="+", help="name=DIR holding src/ and bench/")
     args = parser.parse_args()
     variants = [Variant(n, Path(p).resolve()) for n, p in (v.split("=", 1) for v in args.variants)]
     workdir = temp_workdir()
     stub = Stub().start()
-    ways = ["in-process SQLite", "HTTP SQLite"] + ([] if args.no_postgres else ["HTTP PostgreSQL"])
+    ways = (
+        ([] if args.no_in_process else ["in-process SQLite"])
+        + ["HTTP SQLite"]
+        + ([] if args.no_postgres else ["HTTP PostgreSQL"])
+    )
     loads: list[float] = []
     with contextlib.ExitStack() as stack:
         stack.callback(stub.stop)
