@@ -8,7 +8,10 @@ its own SQLite file (`--postgres`: a fresh PostgreSQL database instead). Each ro
 contender once after a warm-up run, in an order rotated per round, at the stub latency given
 (`--latency`, default 0); the stub's recorded requests are checked after each turn as in the
 scenario. LangGraph and CrewAI run too when their virtualenvs exist (`make bench` makes them).
-Prints the per-round figures, then medians with the load average.
+Prints the per-round figures, then medians with the load average. For our variants also the
+server's CPU time (user + system) per tool round trip: of the whole turn (warm-up run included,
+tasks and executions around the calls too) divided by its 20 round trips; steadier than walls
+on a busy machine.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from bench import peer_envs
 from bench.common import (
     Server,
     Stub,
+    cpu_seconds,
     median,
     migrate,
     postgres_database,
@@ -40,6 +44,8 @@ from bench.s6_tools import (
     stub_script,
 )
 
+ROUND_TRIPS_PER_TURN = 2 * 5 * 2
+"""A turn is a warm-up run and a run, of 5 tasks with two tool calls each."""
 ADMIN_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
@@ -55,6 +61,8 @@ def main() -> None:
     stub = Stub().start()
     contenders: list[tuple[str, Callable[[int, int], list[float]]]] = []
     loads: list[float] = []
+    pids: dict[str, int] = {}
+    cpu_ms: dict[str, list[float]] = {}
     with contextlib.ExitStack() as stack:
         stack.callback(stub.stop)
         for name, src in (v.split("=", 1) for v in args.variants):
@@ -66,6 +74,7 @@ def main() -> None:
             env = {"PYTHONPATH": str(Path(src).resolve())}
             server = Server(url, stub, workdir, extra_env=env).start()
             stack.callback(server.stop)
+            pids[name] = server.pid
             workflow_id = asyncio.run(_create(server.base_url, f"tools-{name}"))
 
             def http(runs: int, warm: int, base: str = server.base_url, wf: int = workflow_id):
@@ -92,7 +101,11 @@ def main() -> None:
                 m = measured[label]
                 stub.configure(args.latency, record=True)
                 stub.script(stub_script(2))
+                before = cpu_seconds(pids[label]) if label in pids else 0.0
                 m.walls += one_round(1, 1)
+                if label in pids:
+                    spent = cpu_seconds(pids[label]) - before
+                    cpu_ms.setdefault(label, []).append(spent / ROUND_TRIPS_PER_TURN * 1000)
                 check_requests(stub, 2, args.latency, m)
             print(
                 f"round {number + 1} (load {loads[-1]:.1f}): "
@@ -103,12 +116,18 @@ def main() -> None:
                 flush=True,
             )
     print(f"\nload average {min(loads):.1f}-{max(loads):.1f}, {args.rounds} rounds")
-    print("| contender | overhead/tool round trip ms (median) | tool turn ms | runs |")
-    print("|---|---|---|---|")
+    print(
+        "| contender | overhead/tool round trip ms (median) | tool turn ms | runs "
+        "| server CPU/round trip ms (median; runs) |"
+    )
+    print("|---|---|---|---|---|")
     for label, m in measured.items():
         runs = ", ".join(f"{(w - m.model_time) / 10 * 1000:.1f}" for w in m.walls)
+        cpu = cpu_ms.get(label)
+        cpu_cell = f"**{median(cpu):.2f}** ({', '.join(f'{c:.2f}' for c in cpu)})" if cpu else "—"
         print(
-            f"| {label} | **{m.per_round_trip_ms:.2f}** | {median(m.tool_turns_ms):.2f} | {runs} |"
+            f"| {label} | **{m.per_round_trip_ms:.2f}** | {median(m.tool_turns_ms):.2f} | {runs} "
+            f"| {cpu_cell} |"
         )
 
 

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, MetaData, event, exc
+from sqlalchemy import JSON, DateTime, MetaData, event, exc, make_url
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import ExceptionContext
 from sqlalchemy.ext.asyncio import (
@@ -19,6 +19,7 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
 
 from crew_platform.settings import Settings
+from crew_platform.sqlite_driver import OneTripDBAPI
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -76,6 +77,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
             # thread per unit of work.
             pool_reset_on_return=None,
             connect_args={"timeout": 60},
+            **_one_trip(settings.database_url),
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "handle_error", _keep_sqlite_connection_on_cancel)
@@ -91,6 +93,13 @@ def create_engine(settings: Settings) -> AsyncEngine:
     )
     event.listen(engine.sync_engine, "checkout", _refuse_closed_connection)
     return engine
+
+
+def _one_trip(database_url: str) -> dict[str, Any]:
+    """On aiosqlite, each statement in one trip to the driver's thread (`sqlite_driver`)."""
+    if make_url(database_url).get_driver_name() == "aiosqlite":
+        return {"module": OneTripDBAPI()}
+    return {}
 
 
 def _refuse_closed_connection(_dbapi_connection: Any, _record: Any, proxy: Any) -> None:
