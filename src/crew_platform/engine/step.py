@@ -10,6 +10,8 @@ guarded by this process still holding the execution's lease (the journal's `owne
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from crew_platform.engine.answer import Answer, AnswerRules, Notify, answer_task
 from crew_platform.engine.delegation import Delegations
+from crew_platform.engine.group import GroupCommit
 from crew_platform.engine.journal import Journal, publish
 from crew_platform.engine.lane import StoreLane
 from crew_platform.engine.loading import RunState
@@ -96,6 +99,10 @@ async def insert_run(journal: Journal, **values: Any) -> int | None:
     return inserted.scalar_one()
 
 
+class _TaskGone(Exception):
+    """The task of a run being opened was deleted since the execution began."""
+
+
 class Step:
     def __init__(self, lane: StoreLane, bus: EventBus, loop: ToolLoop, *, owner: str) -> None:
         self._lane = lane
@@ -103,6 +110,7 @@ class Step:
         self._loop = loop
         self._owner = owner
         self._reviews = Reviews(lane, bus, owner=owner)
+        self._opens = GroupCommit(lane, bus, owner=owner, what="task-run opens")
 
     async def run(self, state: RunState, task_id: int) -> StepResult:
         review = None
@@ -127,13 +135,15 @@ class Step:
         return await self._store(state, opened, called, elapsed)
 
     async def _open(self, state: RunState, task_id: int) -> OpenRun | StepResult:
+        """Record the task run, in one commit with the opens of other runs that open at the
+        same time (`engine/group.py`)."""
         spec = state.tasks.get(task_id)
         attempt = state.attempts.get(task_id, 0) + 1
         agent = state.agent_of(task_id)
         agent_id = agent.agent_id if agent else None
         model = agent.model if agent else None
-        async with self._lane.connect() as conn:
-            journal = Journal(conn, self._bus, owner=self._owner)
+
+        async def open_run(journal: Journal) -> OpenRun | None:
             started = await journal.record_if_running(
                 event_of(
                     state,
@@ -146,8 +156,7 @@ class Step:
                 f"Task {task_id} ({spec.name if spec else '?'}) started, attempt {attempt}",
             )
             if started is None:
-                await journal.commit()
-                return StepResult(task_id, stopped=True)
+                return None
             values = (spec.input_data if spec else {}) | state.input_data
             context_ids = state.context_ids(task_id)
             run_id = None
@@ -164,24 +173,35 @@ class Step:
                     input={"input_data": values, "context_task_ids": context_ids},
                     started_at=started.timestamp,
                 )
-            if run_id is not None and attempt > 1:  # a first attempt has nothing to carry
+            if run_id is None:
+                raise _TaskGone(task_id)
+            if attempt > 1:  # a first attempt has nothing to carry
                 replay = await carry_over(
-                    conn,
+                    journal.session,
                     execution_id=state.execution_id,
                     task_id=task_id,
                     attempt=attempt,
                     task_run_id=run_id,
                 )
-            if run_id is None:
-                await journal.rollback()
-            else:
-                await journal.commit()
-        if run_id is None:
+            return OpenRun(
+                run_id, task_id, agent_id, attempt, started.seq, values, context_ids, replay, model
+            )
+
+        asked = self._opens.run(open_run)
+        try:
+            opened = await asyncio.shield(asked)
+        except _TaskGone:
             return await self._task_gone(state, task_id)
+        except asyncio.CancelledError:
+            # The group may still commit this open: wait for it, so that whoever cleans up
+            # after the cancel (the runner's abandon) finds the run it recorded.
+            with contextlib.suppress(Exception):
+                await asked
+            raise
+        if opened is None:
+            return StepResult(task_id, stopped=True)
         state.attempts[task_id] = attempt
-        return OpenRun(
-            run_id, task_id, agent_id, attempt, started.seq, values, context_ids, replay, model
-        )
+        return opened
 
     async def _call(self, state: RunState, run: OpenRun) -> Answer | str:
         """The model calls (and tool calls) of an open run, with no connection held between

@@ -1,0 +1,90 @@
+"""Group commit: pieces of work that arrive together share one transaction.
+
+Each piece is a function of a journal that writes through it and neither commits nor rolls
+back. Those asked in the same turn of the event loop, or while the previous group commits, run
+one after another in the next transaction, whose commit (and its one INSERT of log rows) they
+share. If any piece raises, the group is rolled back and each piece runs again on its own
+transaction: a piece's failure is its own, and what it raises alone reaches its caller. So a
+piece must be safe to run twice, the first time rolled back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from crew_platform.engine.journal import Journal
+from crew_platform.engine.lane import StoreLane
+from crew_platform.events.bus import EventBus
+
+T = TypeVar("T")
+Work = Callable[[Journal], Awaitable[T]]
+
+log = logging.getLogger(__name__)
+
+MAX_GROUP = 100
+
+
+@dataclass
+class _Piece(Generic[T]):
+    work: Work[T]
+    done: asyncio.Future[T]
+
+
+class GroupCommit:
+    def __init__(self, lane: StoreLane, bus: EventBus, *, owner: str, what: str) -> None:
+        self._lane = lane
+        self._bus = bus
+        self._owner = owner
+        self._what = what
+        self._asked: list[_Piece[Any]] = []
+        self._draining: asyncio.Task[None] | None = None
+
+    def run(self, work: Work[T]) -> asyncio.Future[T]:
+        """Run `work` in the next group; the future holds its result once committed."""
+        piece: _Piece[T] = _Piece(work, asyncio.get_running_loop().create_future())
+        self._asked.append(piece)
+        if self._draining is None:
+            self._draining = asyncio.create_task(self._drain(), name=f"group-{self._what}")
+        return piece.done
+
+    async def _drain(self) -> None:
+        try:
+            while self._asked:
+                group, self._asked = self._asked[:MAX_GROUP], self._asked[MAX_GROUP:]
+                await self._run(group)
+        finally:
+            self._draining = None
+            for piece in self._asked:  # only if this task was cancelled (the loop is closing)
+                piece.done.cancel()
+            self._asked = []
+
+    async def _run(self, group: list[_Piece[Any]]) -> None:
+        try:
+            results = await self._together(group)
+        except Exception as exc:
+            if len(group) == 1:
+                if not group[0].done.done():
+                    group[0].done.set_exception(exc)
+                return
+            log.debug("a group of %d %s failed (%s): each runs alone", len(group), self._what, exc)
+            for piece in group:
+                await self._run([piece])
+            return
+        for piece, result in zip(group, results, strict=True):
+            if not piece.done.done():
+                piece.done.set_result(result)
+
+    async def _together(self, group: list[_Piece[Any]]) -> list[Any]:
+        async with self._lane.connect() as conn:
+            journal = Journal(conn, self._bus, owner=self._owner)
+            try:
+                results = [await piece.work(journal) for piece in group]
+            except BaseException:
+                await journal.rollback()
+                raise
+            await journal.commit()
+        return results
