@@ -1,6 +1,6 @@
-"""Runners that begin at the same time share one transaction (`engine/beginning.py`): a burst
-of runs is accepted and each runs exactly once, and one execution whose begin fails costs the
-others of its batch nothing."""
+"""Runners that begin at the same time share one transaction (`engine/beginning.py`), and so do
+the opens and stores of task runs (`engine/group.py`): a burst of runs is accepted and each runs
+exactly once, and one whose begin or write fails costs the others of its group nothing."""
 
 from __future__ import annotations
 
@@ -11,12 +11,16 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import update
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from crew_platform.devtools.llm_stub import StubServer
-from crew_platform.models import Execution
+from crew_platform.engine.group import GroupCommit
+from crew_platform.engine.journal import Journal
+from crew_platform.engine.lane import StoreLane
+from crew_platform.models import Execution, Workflow
 from crew_platform.settings import Settings
-from tests.flows import API, execute, pipeline, running_app, wait_for_status
+from tests.flows import API, execute, make_workflow, pipeline, running_app, wait_for_status
 
 TASKS = ["one", "two", "three"]
 
@@ -99,3 +103,36 @@ async def test_a_begin_that_fails_in_a_batch_fails_none_of_the_others(
     assert left["status"] == "pending"  # nothing of its begin was written
     assert await _events(client, broken) == []
     await app.state.dispatcher.cancel(broken, wait=5)
+
+
+async def test_a_piece_that_fails_in_a_group_commit_fails_only_itself(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """Three pieces asked at once share one transaction; the second breaks a unique name, so
+    the group is rolled back and each runs again alone: the other two are committed and only the
+    second's caller sees its error."""
+    await make_workflow(client, "linear", name="taken")
+    group = GroupCommit(
+        StoreLane(app.state.sessionmaker), app.state.bus, owner="test", what="workflows"
+    )
+    runs: dict[str, int] = {}
+
+    def named(name: str) -> Any:
+        async def piece(journal: Journal) -> str:
+            runs[name] = runs.get(name, 0) + 1
+            await journal.session.execute(
+                insert(Workflow).values(name=name, workflow_type="linear", status="active")
+            )
+            return name
+
+        return piece
+
+    asked = [group.run(named(n)) for n in ("first", "taken", "third")]
+    results = await asyncio.gather(*asked, return_exceptions=True)
+    assert results[0] == "first" and results[2] == "third", results
+    assert isinstance(results[1], IntegrityError), results
+    # The group stopped at the failure: the first piece ran twice (rolled back, then alone).
+    assert runs == {"first": 2, "taken": 2, "third": 1}
+    async with app.state.sessionmaker() as session:
+        names = set(await session.scalars(select(Workflow.name)))
+    assert {"first", "taken", "third"} <= names

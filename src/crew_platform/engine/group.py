@@ -1,10 +1,10 @@
 """Group commit: pieces of work that arrive together share one transaction.
 
 Each piece is a function of a journal that writes through it and neither commits nor rolls
-back. Those asked in the same turn of the event loop, or while the previous group commits, run
+back. Those asked in the same turn of the event loop, or while `MAX_AT_ONCE` groups commit, run
 one after another in the next transaction, whose commit (and its one INSERT of log rows) they
-share. If any piece raises, the group is rolled back and each piece runs again on its own
-transaction: a piece's failure is its own, and what it raises alone reaches its caller. So a
+share. If any piece raises, the group is rolled back and each piece runs again in a transaction
+of its own: a piece's failure is its own, and what it raises alone reaches its caller. So a
 piece must be safe to run twice, the first time rolled back.
 """
 
@@ -25,7 +25,11 @@ Work = Callable[[Journal], Awaitable[T]]
 
 log = logging.getLogger(__name__)
 
-MAX_GROUP = 100
+MAX_GROUP = 25
+"""Most pieces in one group: its pieces run one after another, so a larger group makes its
+first pieces wait longer for the commit."""
+MAX_AT_ONCE = 4
+"""Groups committing at the same time (each on a connection of the engine's lane)."""
 
 
 @dataclass
@@ -41,26 +45,39 @@ class GroupCommit:
         self._owner = owner
         self._what = what
         self._asked: list[_Piece[Any]] = []
-        self._draining: asyncio.Task[None] | None = None
+        self._groups: set[asyncio.Task[None]] = set()
+        self._forming = False
 
     def run(self, work: Work[T]) -> asyncio.Future[T]:
         """Run `work` in the next group; the future holds its result once committed."""
         piece: _Piece[T] = _Piece(work, asyncio.get_running_loop().create_future())
         self._asked.append(piece)
-        if self._draining is None:
-            self._draining = asyncio.create_task(self._drain(), name=f"group-{self._what}")
+        self._form()
         return piece.done
 
-    async def _drain(self) -> None:
+    def _form(self) -> None:
+        """Start a group, which takes what was asked until it starts (the rest of this turn
+        of the event loop), unless one is forming already or `MAX_AT_ONCE` are committing."""
+        if self._forming or not self._asked or len(self._groups) >= MAX_AT_ONCE:
+            return
+        self._forming = True
+        group = asyncio.create_task(self._next(), name=f"group-{self._what}")
+        self._groups.add(group)
+        group.add_done_callback(self._ended)
+
+    async def _next(self) -> None:
+        self._forming = False
+        group, self._asked = self._asked[:MAX_GROUP], self._asked[MAX_GROUP:]
+        self._form()  # for what this group left
         try:
-            while self._asked:
-                group, self._asked = self._asked[:MAX_GROUP], self._asked[MAX_GROUP:]
-                await self._run(group)
+            await self._run(group)
         finally:
-            self._draining = None
-            for piece in self._asked:  # only if this task was cancelled (the loop is closing)
+            for piece in group:  # only if this task was cancelled (the loop is closing)
                 piece.done.cancel()
-            self._asked = []
+
+    def _ended(self, group: asyncio.Task[None]) -> None:
+        self._groups.discard(group)
+        self._form()
 
     async def _run(self, group: list[_Piece[Any]]) -> None:
         try:

@@ -6,6 +6,10 @@ the store). The model is called with no database connection held. Storing is gua
 run's state: a run cancelled meanwhile keeps its cancellation, and a task deleted meanwhile fails
 the step with a clear error, never touching another task's stored answer. Every commit is also
 guarded by this process still holding the execution's lease (the journal's `owner`).
+
+"Its own commit" is its own as far as the step can tell: the opens and stores of other runs
+that come at the same moment share it (`engine/group.py`), each still committed before its
+step goes on, and a failure of one rolls back the group and runs each of them alone again.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import asyncio
 import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -99,6 +103,21 @@ async def insert_run(journal: Journal, **values: Any) -> int | None:
     return inserted.scalar_one()
 
 
+T = TypeVar("T")
+
+
+async def _committed(asked: asyncio.Future[T]) -> T:
+    """The result of a piece of a group commit. If the caller is cancelled meanwhile, the group
+    may still commit the piece: wait for it before the cancel goes on, so that whoever cleans up
+    after the cancel (the runner's abandon) finds what it wrote."""
+    try:
+        return await asyncio.shield(asked)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await asked
+        raise
+
+
 class _TaskGone(Exception):
     """The task of a run being opened was deleted since the execution began."""
 
@@ -110,7 +129,7 @@ class Step:
         self._loop = loop
         self._owner = owner
         self._reviews = Reviews(lane, bus, owner=owner)
-        self._opens = GroupCommit(lane, bus, owner=owner, what="task-run opens")
+        self._commits = GroupCommit(lane, bus, owner=owner, what="task-run opens and closes")
 
     async def run(self, state: RunState, task_id: int) -> StepResult:
         review = None
@@ -187,17 +206,10 @@ class Step:
                 run_id, task_id, agent_id, attempt, started.seq, values, context_ids, replay, model
             )
 
-        asked = self._opens.run(open_run)
         try:
-            opened = await asyncio.shield(asked)
+            opened = await _committed(self._commits.run(open_run))
         except _TaskGone:
             return await self._task_gone(state, task_id)
-        except asyncio.CancelledError:
-            # The group may still commit this open: wait for it, so that whoever cleans up
-            # after the cancel (the runner's abandon) finds the run it recorded.
-            with contextlib.suppress(Exception):
-                await asked
-            raise
         if opened is None:
             return StepResult(task_id, stopped=True)
         state.attempts[task_id] = attempt
@@ -443,15 +455,16 @@ class Step:
         self, run: OpenRun, intent: Intent, event: Event, message: str, values: dict[str, Any]
     ) -> bool:
         """Move the open run by `intent` and record its event, in one commit; False (nothing
-        written) when the run was closed meanwhile."""
-        async with self._lane.connect() as conn:
-            journal = Journal(conn, self._bus, owner=self._owner)
-            if not await move(conn, Kind.TASK_RUN, run.id, intent, **values):
-                await journal.rollback()
-                return False
+        written) when the run was closed meanwhile. In one commit with the other opens and
+        closes of the moment (`engine/group.py`)."""
+
+        async def close_run(journal: Journal) -> bool:
+            if not await move(journal.session, Kind.TASK_RUN, run.id, intent, **values):
+                return False  # nothing written
             await journal.record(event, message, add_tokens=int(values.get("tokens_used", 0)))
-            await journal.commit()
-        return True
+            return True
+
+        return await _committed(self._commits.run(close_run))
 
     async def _run_closed(self, state: RunState, run: OpenRun) -> StepResult:
         """The open run was closed by someone else while the model answered: a cancel (the
