@@ -127,7 +127,7 @@ async def test_a_piece_that_fails_in_a_group_commit_fails_only_itself(
 
         return piece
 
-    asked = [group.run(named(n)) for n in ("first", "taken", "third")]
+    asked = [group.run(named(n), execution_id=0) for n in ("first", "taken", "third")]
     results = await asyncio.gather(*asked, return_exceptions=True)
     assert results[0] == "first" and results[2] == "third", results
     assert isinstance(results[1], IntegrityError), results

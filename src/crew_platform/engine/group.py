@@ -35,6 +35,7 @@ MAX_AT_ONCE = 4
 @dataclass
 class _Piece(Generic[T]):
     work: Work[T]
+    execution_id: int
     done: asyncio.Future[T]
 
 
@@ -48,9 +49,10 @@ class GroupCommit:
         self._groups: set[asyncio.Task[None]] = set()
         self._forming = False
 
-    def run(self, work: Work[T]) -> asyncio.Future[T]:
-        """Run `work` in the next group; the future holds its result once committed."""
-        piece: _Piece[T] = _Piece(work, asyncio.get_running_loop().create_future())
+    def run(self, work: Work[T], *, execution_id: int) -> asyncio.Future[T]:
+        """Run `work` (which writes for `execution_id`) in the next group; the future holds
+        its result once committed."""
+        piece: _Piece[T] = _Piece(work, execution_id, asyncio.get_running_loop().create_future())
         self._asked.append(piece)
         self._form()
         return piece.done
@@ -69,6 +71,9 @@ class GroupCommit:
         self._forming = False
         group, self._asked = self._asked[:MAX_GROUP], self._asked[MAX_GROUP:]
         self._form()  # for what this group left
+        # Every group locks its executions' rows in the same (ascending) order, so groups
+        # committing at once wait for each other rather than deadlock.
+        group.sort(key=lambda piece: piece.execution_id)
         try:
             await self._run(group)
         finally:

@@ -207,7 +207,7 @@ class Step:
             )
 
         try:
-            opened = await _committed(self._commits.run(open_run))
+            opened = await _committed(self._commits.run(open_run, execution_id=state.execution_id))
         except _TaskGone:
             return await self._task_gone(state, task_id)
         if opened is None:
@@ -464,7 +464,8 @@ class Step:
             await journal.record(event, message, add_tokens=int(values.get("tokens_used", 0)))
             return True
 
-        return await _committed(self._commits.run(close_run))
+        assert event.execution_id is not None
+        return await _committed(self._commits.run(close_run, execution_id=event.execution_id))
 
     async def _run_closed(self, state: RunState, run: OpenRun) -> StepResult:
         """The open run was closed by someone else while the model answered: a cancel (the
