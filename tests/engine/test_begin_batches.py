@@ -19,7 +19,7 @@ from crew_platform.engine.group import GroupCommit
 from crew_platform.engine.journal import Journal
 from crew_platform.engine.lane import StoreLane
 from crew_platform.models import Execution, Workflow
-from crew_platform.settings import Settings
+from tests.conftest import make_settings
 from tests.flows import API, execute, make_workflow, pipeline, running_app, wait_for_status
 
 TASKS = ["one", "two", "three"]
@@ -46,8 +46,11 @@ def _ran_once(events: list[tuple[int, str]]) -> bool:
 
 
 async def test_a_burst_of_posts_is_accepted_and_each_run_runs_once(
-    settings: Settings, stub: StubServer
+    database_url: str, stub: StubServer
 ) -> None:
+    # A small pool: the POSTs wait for a connection rather than open 40 (PostgreSQL's
+    # connections are shared with other test runs).
+    settings = make_settings(database_url, stub, database_pool_size=8, llm_timeout_seconds=120)
     stub.state.latency = 0.05
     burst = 40
     async with running_app(settings) as (_, client):
