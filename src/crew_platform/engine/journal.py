@@ -128,6 +128,24 @@ _NUMBERING = {
     for adds_tokens in (False, True)
     for lease in _Lease
 }
+
+
+def _move_many(lease: _Lease) -> Update:
+    taken = lease is _Lease.TAKEN
+    return (
+        update(EXECUTIONS)
+        .where(
+            EXECUTIONS.c.id.in_(bindparam("b_executions", expanding=True)),
+            EXECUTIONS.c.status.in_(bindparam("b_from", expanding=True)),
+            free_for() if taken else held_by(),
+        )
+        .values({"last_seq": EXECUTIONS.c.last_seq + 1} | (TAKE_LEASE if taken else {}))
+        .returning(EXECUTIONS.c.id, EXECUTIONS.c.last_seq)
+    )
+
+
+_MOVE_MANY = {lease: _move_many(lease) for lease in (_Lease.HELD, _Lease.TAKEN)}
+"""`record_moves`' UPDATE: one event each for several executions, in one statement."""
 _INSERT_LOGS = insert(LOGS)
 
 
@@ -190,6 +208,35 @@ class Journal:
         )
         return event if recorded else None
 
+    async def record_moves(
+        self, entries: Sequence[tuple[Event, str]], intent: Intent, **values: Any
+    ) -> list[Event]:
+        """`record_move` for several executions at once (one event each, of distinct
+        executions), by one UPDATE: the events of those the rule moved, in `entries`' order."""
+        if not entries:
+            return []
+        if self._owner is None:
+            raise ValueError("record_moves is for runners: name the journal's owner")
+        rule = RULES[Kind.EXECUTION, intent]
+        by_id = {event.execution_id: (event, message) for event, message in entries}
+        assert len(by_id) == len(entries), "one event per execution"
+        params = {
+            "b_executions": sorted(i for i in by_id if i is not None),
+            "b_from": sorted(rule.sources),
+            "b_owner": self._owner,
+            **move_params(rule, **values),
+        }
+        lease = _Lease.TAKEN if rule.takes_lease else _Lease.HELD
+        result = await self.session.execute(_MOVE_MANY[lease], params)
+        moved: dict[int, int] = {ident: seq for ident, seq in result.tuples()}
+        recorded = []
+        for event, message in entries:
+            if (seq := moved.get(event.execution_id or 0)) is None:
+                continue
+            self._queue(event, message, seq)
+            recorded.append(event)
+        return recorded
+
     async def _record(
         self,
         entries: Sequence[tuple[Event, str]],
@@ -222,23 +269,27 @@ class Journal:
             return False
         for seq, (event, message) in enumerate(entries, start=last - len(entries) + 1):
             assert event.execution_id == execution_id
-            event.seq = seq
-            data: dict[str, Any] = {k: event.data[k] for k in _LOGGED_DATA_KEYS if k in event.data}
-            data |= {"status": event.status, "agent_id": event.agent_id}
-            self._rows.append(
-                {
-                    "execution_id": execution_id,
-                    "seq": seq,
-                    "timestamp": event.timestamp,
-                    "level": _LEVELS.get(event.type, "info"),
-                    "event": event.type.value,
-                    "message": message,
-                    "task_id": event.task_id,
-                    "data": data,
-                }
-            )
-            self._outbox.append(event)
+            self._queue(event, message, seq)
         return True
+
+    def _queue(self, event: Event, message: str, seq: int) -> None:
+        """Number `event` and queue its log row (written at commit) and its publication."""
+        event.seq = seq
+        data: dict[str, Any] = {k: event.data[k] for k in _LOGGED_DATA_KEYS if k in event.data}
+        data |= {"status": event.status, "agent_id": event.agent_id}
+        self._rows.append(
+            {
+                "execution_id": event.execution_id,
+                "seq": seq,
+                "timestamp": event.timestamp,
+                "level": _LEVELS.get(event.type, "info"),
+                "event": event.type.value,
+                "message": message,
+                "task_id": event.task_id,
+                "data": data,
+            }
+        )
+        self._outbox.append(event)
 
     async def rollback(self) -> None:
         """Drop what was recorded since the last commit: nothing of it is written or published."""

@@ -222,43 +222,60 @@ def _agent_of(row: Any) -> AgentProfile | None:
 async def load_state(reader: Writer, head: ExecutionHead, *, with_runs: bool) -> RunState:
     """The run's plan, tasks and agents; with `with_runs`, what earlier attempts finished (a
     first start has no task runs to read: none was ever recorded)."""
-    plan = [PlannedTask.from_json(p) for p in head.plan or []]
-    rows = (await reader.execute(_TASKS_WITH_AGENTS, {"b_ids": [p.task_id for p in plan]})).all()
-    state = RunState(
-        execution_id=head.id,
-        workflow_id=head.workflow_id,
-        workflow_type="linear" if head.mode == "task" else head.workflow_type,
-        plan=plan,
-        input_data=dict(head.input_data or {}),
-        max_parallel=_max_parallel((head.workflow_config or {}) | (head.config or {})),
-        tasks={
-            row.id: TaskSpec(
-                id=row.id,
-                name=row.name,
-                description=row.description or row.name,
-                expected_output=row.expected_output,
-                input_data=dict(row.input_data or {}),
-                agent=_agent_of(row),
-                output_schema=row.output_schema,
-                guardrail=row.guardrail,
-                guardrail_max_retries=row.guardrail_max_retries,
-                human_input=bool(row.human_input),
-            )
-            for row in rows
-        },
-    )
-    if with_runs:
-        await load_finished_runs(reader, state)
-    if head.mode == "task":
-        state.external_context = await _latest_outputs(
-            reader,
-            [
-                d
-                for row in rows
-                for d in (row.context if row.context is not None else row.dependencies or [])
-            ],
-        )
+    (state,) = await load_states(reader, [(head, with_runs)])
     return state
+
+
+async def load_states(
+    reader: Writer, heads: Sequence[tuple[ExecutionHead, bool]]
+) -> list[RunState]:
+    """`load_state` for several executions (each with its `with_runs`), their tasks and agents
+    read in one query: runners that begin together read them once."""
+    plans = [[PlannedTask.from_json(p) for p in head.plan or []] for head, _ in heads]
+    wanted = sorted({p.task_id for plan in plans for p in plan})
+    rows = {
+        row.id: row for row in (await reader.execute(_TASKS_WITH_AGENTS, {"b_ids": wanted})).all()
+    }
+    states = []
+    for (head, with_runs), plan in zip(heads, plans, strict=True):
+        own = [rows[p.task_id] for p in plan if p.task_id in rows]
+        state = RunState(
+            execution_id=head.id,
+            workflow_id=head.workflow_id,
+            workflow_type="linear" if head.mode == "task" else head.workflow_type,
+            plan=plan,
+            input_data=dict(head.input_data or {}),
+            max_parallel=_max_parallel((head.workflow_config or {}) | (head.config or {})),
+            tasks={row.id: _spec_of(row) for row in own},
+        )
+        if with_runs:
+            await load_finished_runs(reader, state)
+        if head.mode == "task":
+            state.external_context = await _latest_outputs(
+                reader,
+                [
+                    d
+                    for row in own
+                    for d in (row.context if row.context is not None else row.dependencies or [])
+                ],
+            )
+        states.append(state)
+    return states
+
+
+def _spec_of(row: Any) -> TaskSpec:
+    return TaskSpec(
+        id=row.id,
+        name=row.name,
+        description=row.description or row.name,
+        expected_output=row.expected_output,
+        input_data=dict(row.input_data or {}),
+        agent=_agent_of(row),
+        output_schema=row.output_schema,
+        guardrail=row.guardrail,
+        guardrail_max_retries=row.guardrail_max_retries,
+        human_input=bool(row.human_input),
+    )
 
 
 async def load_finished_runs(reader: Writer, state: RunState) -> None:

@@ -13,30 +13,24 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from crew_platform.db import utcnow
-from crew_platform.engine.control import cancel_open_runs, cancel_runs_by_request
-from crew_platform.engine.journal import EXECUTIONS, Journal
+from crew_platform.engine.beginning import Began, Beginnings
+from crew_platform.engine.control import cancel_runs_by_request
+from crew_platform.engine.journal import Journal
 from crew_platform.engine.lane import StoreLane
 from crew_platform.engine.lease import LeaseLost, release
 from crew_platform.engine.loading import (
-    HEAD_COLUMNS,
-    WORKFLOWS,
-    ExecutionHead,
     RunState,
-    load_state,
 )
-from crew_platform.engine.manager import HIERARCHICAL, load_crew
-from crew_platform.engine.rules import Intent, Kind, move
+from crew_platform.engine.rules import Intent
 from crew_platform.engine.scheduler import Control, Outcome, run_graph
 from crew_platform.engine.states import ExecutionStatus as ES
 from crew_platform.engine.states import TaskRunStatus as TS
-from crew_platform.engine.states import WorkflowStatus
 from crew_platform.engine.step import Step, event_of
-from crew_platform.engine.tool_calls import INTERRUPTED
 from crew_platform.engine.tool_loop import ToolLoop
 from crew_platform.events.bus import EventBus
 from crew_platform.events.types import EventType
@@ -46,16 +40,6 @@ from crew_platform.models import Task, TaskRun
 from crew_platform.tools.base import Toolbox
 
 log = logging.getLogger(__name__)
-
-_BEGIN = (
-    select(*HEAD_COLUMNS)
-    .join_from(EXECUTIONS, WORKFLOWS, WORKFLOWS.c.id == EXECUTIONS.c.workflow_id)
-    .where(EXECUTIONS.c.id == bindparam("b_execution"))
-    # FOR SHARE of the workflow: serialises with a pause (an UPDATE of that row) but not with
-    # the other runners of the workflow or with inserts that reference it.
-    .with_for_update(read=True, of=WORKFLOWS)
-)
-"""The execution and its workflow, read when a runner begins (built once, bound per run)."""
 
 
 class ExecutionRunner:
@@ -76,6 +60,13 @@ class ExecutionRunner:
         self.owner = owner
         loop = ToolLoop(gateway, toolbox, timeout=tool_timeout)
         self._step = Step(self._lane, bus, loop, owner=owner)
+        self._beginnings = Beginnings(
+            self._lane,
+            bus,
+            owner=owner,
+            default_model=lambda: gateway.default_model,
+            cannot_start=self._cannot_start,
+        )
 
     @property
     def bus(self) -> EventBus:
@@ -108,74 +99,34 @@ class ExecutionRunner:
             await self._end(state, control, Outcome.FAILED, failure)
 
     async def _begin(self, execution_id: int, control: Control) -> RunState | None:
-        """Take the execution over, and its lease with it: a first start moves it to running; a
-        resume (after a pause or a retry) does too and closes runs an earlier runner left open;
-        a running one was interrupted by a stopped process and goes on from its last stored
-        answer. None (nothing written) when another live process holds it."""
-        async with self._lane.connect() as conn:
-            journal = Journal(conn, self._bus, owner=self.owner)
-            found = (await conn.execute(_BEGIN, {"b_execution": execution_id})).first()
-            if found is None:
-                return None
-            execution = ExecutionHead(*found)
-            if execution.status not in (ES.PENDING, ES.RUNNING):
-                return None
-            if execution.workflow_status == WorkflowStatus.PAUSED:
-                if execution.status == ES.RUNNING:
-                    await move(conn, Kind.EXECUTION, execution_id, Intent.PAUSE)
-                await conn.commit()
-                return None
-            interrupted = execution.status == ES.RUNNING
-            first_start = execution.last_seq == 0
-            control.begun_at_seq = execution.last_seq
-            state = await load_state(conn, execution, with_runs=not first_start)
-            if execution.workflow_type == HIERARCHICAL:
-                state.crew = await load_crew(
-                    conn,
-                    workflow_id=execution.workflow_id,
-                    config=execution.workflow_config,
-                    default_model=self._gateway.default_model,
-                )
-            if first_start:
-                started = await journal.record_move(
-                    event_of(state, EventType.WORKFLOW_STARTED, status=ES.RUNNING),
-                    f"Execution {execution_id} of workflow {execution.workflow_id} started",
-                    Intent.START,
-                )
-                if started is None:
-                    await conn.commit()
-                    return None
-            else:
-                intent = Intent.TAKE_OVER if interrupted else Intent.START
-                if not await move(conn, Kind.EXECUTION, execution_id, intent, owner=self.owner):
-                    await conn.commit()
-                    return None
-                await cancel_open_runs(
-                    journal,
-                    execution_id=execution_id,
-                    workflow_id=execution.workflow_id,
-                    error=INTERRUPTED,
-                    message="Task {task_id} run {run_id} was interrupted and will run again",
-                    reason="interrupted",
-                )
-                if interrupted:
-                    await journal.record(
-                        event_of(
-                            state,
-                            EventType.WORKFLOW_RESUMED,
-                            status=ES.RUNNING,
-                            data={"reason": "recovered after restart"},
-                        ),
-                        f"Execution {execution_id} resumed after a restart, by process "
-                        f"{self.owner}",
-                    )
-            unrunnable = self._cannot_start(state)
-            await journal.commit()
-        control.leased = True
-        if unrunnable:
-            await self._end(state, control, Outcome.FAILED, unrunnable)
+        """Take the execution over (with the runners that begin at the same time, see
+        `engine/beginning.py`); None when there is nothing to run here, or the run could not
+        start and was failed."""
+        asked = self._beginnings.ask(execution_id, control)
+        try:
+            began = await asyncio.shield(asked)
+        except asyncio.CancelledError:
+            await self._stopped_while_beginning(asked, control)
+            raise
+        if began is None:
             return None
-        return state
+        if began.unrunnable:
+            await self._end(began.state, control, Outcome.FAILED, began.unrunnable)
+            return None
+        return began.state
+
+    async def _stopped_while_beginning(
+        self, asked: asyncio.Future[Began | None], control: Control
+    ) -> None:
+        """The runner was stopped while its begin was on its way: the batch may still commit
+        it. After a user's cancel the lease is then let go, as after any cancel; a shutdown
+        leaves the execution as a stopped process would (the next start takes it over)."""
+        try:
+            began = await asked
+        except Exception:
+            return
+        if began is not None and control.cancel_requested:
+            await asyncio.shield(self._abandon_runs(began.state, control))
 
     def _cannot_start(self, state: RunState) -> str | None:
         """Why the run cannot start: a model whose provider has no key, or a hierarchical

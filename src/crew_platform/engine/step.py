@@ -6,19 +6,26 @@ the store). The model is called with no database connection held. Storing is gua
 run's state: a run cancelled meanwhile keeps its cancellation, and a task deleted meanwhile fails
 the step with a clear error, never touching another task's stored answer. Every commit is also
 guarded by this process still holding the execution's lease (the journal's `owner`).
+
+"Its own commit" is its own as far as the step can tell: the opens and stores of other runs
+that come at the same moment share it (`engine/group.py`), each still committed before its
+step goes on, and a failure of one rolls back the group and runs each of them alone again.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from crew_platform.engine.answer import Answer, AnswerRules, Notify, answer_task
 from crew_platform.engine.delegation import Delegations
+from crew_platform.engine.group import GroupCommit
 from crew_platform.engine.journal import Journal, publish
 from crew_platform.engine.lane import StoreLane
 from crew_platform.engine.loading import RunState
@@ -96,6 +103,25 @@ async def insert_run(journal: Journal, **values: Any) -> int | None:
     return inserted.scalar_one()
 
 
+T = TypeVar("T")
+
+
+async def _committed(asked: asyncio.Future[T]) -> T:
+    """The result of a piece of a group commit. If the caller is cancelled meanwhile, the group
+    may still commit the piece: wait for it before the cancel goes on, so that whoever cleans up
+    after the cancel (the runner's abandon) finds what it wrote."""
+    try:
+        return await asyncio.shield(asked)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await asked
+        raise
+
+
+class _TaskGone(Exception):
+    """The task of a run being opened was deleted since the execution began."""
+
+
 class Step:
     def __init__(self, lane: StoreLane, bus: EventBus, loop: ToolLoop, *, owner: str) -> None:
         self._lane = lane
@@ -103,6 +129,7 @@ class Step:
         self._loop = loop
         self._owner = owner
         self._reviews = Reviews(lane, bus, owner=owner)
+        self._commits = GroupCommit(lane, bus, owner=owner, what="task-run opens and closes")
 
     async def run(self, state: RunState, task_id: int) -> StepResult:
         review = None
@@ -127,13 +154,15 @@ class Step:
         return await self._store(state, opened, called, elapsed)
 
     async def _open(self, state: RunState, task_id: int) -> OpenRun | StepResult:
+        """Record the task run, in one commit with the opens of other runs that open at the
+        same time (`engine/group.py`)."""
         spec = state.tasks.get(task_id)
         attempt = state.attempts.get(task_id, 0) + 1
         agent = state.agent_of(task_id)
         agent_id = agent.agent_id if agent else None
         model = agent.model if agent else None
-        async with self._lane.connect() as conn:
-            journal = Journal(conn, self._bus, owner=self._owner)
+
+        async def open_run(journal: Journal) -> OpenRun | None:
             started = await journal.record_if_running(
                 event_of(
                     state,
@@ -146,8 +175,7 @@ class Step:
                 f"Task {task_id} ({spec.name if spec else '?'}) started, attempt {attempt}",
             )
             if started is None:
-                await journal.commit()
-                return StepResult(task_id, stopped=True)
+                return None
             values = (spec.input_data if spec else {}) | state.input_data
             context_ids = state.context_ids(task_id)
             run_id = None
@@ -164,24 +192,28 @@ class Step:
                     input={"input_data": values, "context_task_ids": context_ids},
                     started_at=started.timestamp,
                 )
-            if run_id is not None and attempt > 1:  # a first attempt has nothing to carry
+            if run_id is None:
+                raise _TaskGone(task_id)
+            if attempt > 1:  # a first attempt has nothing to carry
                 replay = await carry_over(
-                    conn,
+                    journal.session,
                     execution_id=state.execution_id,
                     task_id=task_id,
                     attempt=attempt,
                     task_run_id=run_id,
                 )
-            if run_id is None:
-                await journal.rollback()
-            else:
-                await journal.commit()
-        if run_id is None:
+            return OpenRun(
+                run_id, task_id, agent_id, attempt, started.seq, values, context_ids, replay, model
+            )
+
+        try:
+            opened = await _committed(self._commits.run(open_run, execution_id=state.execution_id))
+        except _TaskGone:
             return await self._task_gone(state, task_id)
+        if opened is None:
+            return StepResult(task_id, stopped=True)
         state.attempts[task_id] = attempt
-        return OpenRun(
-            run_id, task_id, agent_id, attempt, started.seq, values, context_ids, replay, model
-        )
+        return opened
 
     async def _call(self, state: RunState, run: OpenRun) -> Answer | str:
         """The model calls (and tool calls) of an open run, with no connection held between
@@ -423,15 +455,17 @@ class Step:
         self, run: OpenRun, intent: Intent, event: Event, message: str, values: dict[str, Any]
     ) -> bool:
         """Move the open run by `intent` and record its event, in one commit; False (nothing
-        written) when the run was closed meanwhile."""
-        async with self._lane.connect() as conn:
-            journal = Journal(conn, self._bus, owner=self._owner)
-            if not await move(conn, Kind.TASK_RUN, run.id, intent, **values):
-                await journal.rollback()
-                return False
+        written) when the run was closed meanwhile. In one commit with the other opens and
+        closes of the moment (`engine/group.py`)."""
+
+        async def close_run(journal: Journal) -> bool:
+            if not await move(journal.session, Kind.TASK_RUN, run.id, intent, **values):
+                return False  # nothing written
             await journal.record(event, message, add_tokens=int(values.get("tokens_used", 0)))
-            await journal.commit()
-        return True
+            return True
+
+        assert event.execution_id is not None
+        return await _committed(self._commits.run(close_run, execution_id=event.execution_id))
 
     async def _run_closed(self, state: RunState, run: OpenRun) -> StepResult:
         """The open run was closed by someone else while the model answered: a cancel (the
