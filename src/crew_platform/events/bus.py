@@ -77,8 +77,9 @@ class RedisBus(_Fanout):
     channel for the other processes of the same deployment.
 
     Local delivery never depends on Redis: local WebSocket and SSE clients and the dispatcher's
-    cancel listener see this process's events even while Redis is frozen or gone. Each message
-    carries the publishing process's id, so a reader skips what its own process published.
+    cancel listener see this process's events even while Redis is frozen or gone. A message
+    carries the events the outbox sent together, in order, and the publishing process's id, so
+    a reader skips what its own process published.
 
     Control events (cancel, pause) also go to `control_channel`. A `control_only` bus (a queue
     worker's) listens there alone: it has no client to show the other processes' events to, and
@@ -149,14 +150,21 @@ class RedisBus(_Fanout):
         self.outbox.offer(event)
 
     async def _send(self, events: list[Event]) -> None:
-        """One round trip for the batch (a pipeline, not a transaction)."""
+        """One round trip for the batch, and one message: what the outbox drained together
+        crosses as one JSON array, in order (per message, Redis fans out and every reader
+        parses once: a run's events cost the other processes one parse per batch, not one per
+        event). Control events also go to the control channel, together in one message."""
+        wire = [event.to_json_dict() for event in events]
         async with self._redis.pipeline(transaction=False) as pipe:
-            for event in events:
-                message = json.dumps({"origin": self.origin, "event": event.to_json_dict()})
-                if self.control_channel is not None and event.type in CONTROL_EVENTS:
-                    pipe.publish(self.control_channel, message)
-                pipe.publish(self.channel, message)
+            if self.control_channel is not None:
+                control = [w for w, e in zip(wire, events, strict=True) if e.type in CONTROL_EVENTS]
+                if control:
+                    pipe.publish(self.control_channel, self._message(control))
+            pipe.publish(self.channel, self._message(wire))
             await pipe.execute()
+
+    def _message(self, events: list[dict[str, object]]) -> str:
+        return json.dumps({"origin": self.origin, "events": events})
 
     async def _ping(self) -> None:
         await self._redis.ping()
@@ -165,7 +173,8 @@ class RedisBus(_Fanout):
         message = json.loads(data)
         if message.get("origin") == self.origin:
             return
-        self.deliver(Event.from_json_dict(message["event"]))
+        for raw in message["events"]:
+            self.deliver(Event.from_json_dict(raw))
 
     async def _read(self) -> None:
         failing = False
