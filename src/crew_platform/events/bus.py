@@ -27,34 +27,52 @@ from crew_platform.settings import Settings
 log = logging.getLogger(__name__)
 
 Listener = Callable[[Event], None]
+Interest = Callable[[int | None, int | None, int | None], bool]
+"""Whether a listener wants an event of (workflow_id, execution_id, agent_id); it is given only
+those. For an event another process published, asked before it is decoded: what nobody on this
+process watches costs a few look-ups, not an `Event`. A listener without one gets every event."""
 
 
 class EventBus(Protocol):
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
     async def publish(self, event: Event) -> None: ...
-    def subscribe(self, listener: Listener) -> Callable[[], None]: ...
+    def subscribe(
+        self, listener: Listener, wants: Interest | None = None
+    ) -> Callable[[], None]: ...
 
 
 class _Fanout:
     def __init__(self) -> None:
-        self._listeners: list[Listener] = []
+        self._listeners: list[tuple[Listener, Interest | None]] = []
 
-    def subscribe(self, listener: Listener) -> Callable[[], None]:
-        self._listeners.append(listener)
+    def subscribe(self, listener: Listener, wants: Interest | None = None) -> Callable[[], None]:
+        entry = (listener, wants)
+        self._listeners.append(entry)
 
         def unsubscribe() -> None:
             with contextlib.suppress(ValueError):
-                self._listeners.remove(listener)
+                self._listeners.remove(entry)
 
         return unsubscribe
 
     def deliver(self, event: Event) -> None:
-        for listener in tuple(self._listeners):
+        ids = (event.workflow_id, event.execution_id, event.agent_id)
+        for listener, wants in tuple(self._listeners):
             try:
-                listener(event)
+                if wants is None or wants(*ids):
+                    listener(event)
             except Exception:
                 log.exception("event listener failed on %s", event.type)
+
+    def wanted(
+        self, workflow_id: int | None, execution_id: int | None, agent_id: int | None
+    ) -> bool:
+        """Whether some listener may want an event of these ids."""
+        return any(
+            wants is None or wants(workflow_id, execution_id, agent_id)
+            for _, wants in self._listeners
+        )
 
 
 class InMemoryBus(_Fanout):
@@ -174,7 +192,8 @@ class RedisBus(_Fanout):
         if message.get("origin") == self.origin:
             return
         for raw in message["events"]:
-            self.deliver(Event.from_json_dict(raw))
+            if self.wanted(raw["workflow_id"], raw["execution_id"], raw["agent_id"]):
+                self.deliver(Event.from_json_dict(raw))
 
     async def _read(self) -> None:
         failing = False
