@@ -57,12 +57,17 @@ def _redis_problem() -> str | None:
 def _postgres_cpu() -> float:
     """CPU seconds of every PostgreSQL process on this machine (backends live as long as the
     pools that opened them, so a delta over a burst counts its work)."""
+    return processes_cpu("postgres")
+
+
+def processes_cpu(command: str) -> float:
+    """CPU seconds so far of every process on this machine whose command is `command`."""
     total = 0.0
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         with contextlib.suppress(OSError):
-            if (entry / "comm").read_text().strip() == "postgres":
+            if (entry / "comm").read_text().strip() == command:
                 total += cpu_seconds(int(entry.name))
     return total
 
@@ -70,7 +75,9 @@ def _postgres_cpu() -> float:
 class Deployment:
     """One API process and `workers` workers (0: the in-process server alone)."""
 
-    def __init__(self, ctx: Context, database_url: str, workers: int) -> None:
+    def __init__(
+        self, ctx: Context, database_url: str, workers: int, extra_env: dict[str, str] | None = None
+    ) -> None:
         env = {
             "LLM_MAX_CONCURRENCY": str(WORKER_CONCURRENCY),
             "EXECUTION_MAX_CONCURRENCY": str(WORKER_CONCURRENCY),
@@ -83,6 +90,7 @@ class Deployment:
                 "REDIS_URL": REDIS_URL,
                 "EVENTS_CHANNEL_PREFIX": f"bench-s9-{uuid.uuid4().hex[:8]}",
             }
+        env |= extra_env or {}
         self.server = Server(database_url, ctx.stub, ctx.workdir, extra_env=env)
         self.workers = [Worker(self.server, WORKER_CONCURRENCY) for _ in range(workers)]
 

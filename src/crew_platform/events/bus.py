@@ -27,34 +27,52 @@ from crew_platform.settings import Settings
 log = logging.getLogger(__name__)
 
 Listener = Callable[[Event], None]
+Interest = Callable[[int | None, int | None, int | None], bool]
+"""Whether a listener wants an event of (workflow_id, execution_id, agent_id); it is given only
+those. For an event another process published, asked before it is decoded: what nobody on this
+process watches costs a few look-ups, not an `Event`. A listener without one gets every event."""
 
 
 class EventBus(Protocol):
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
     async def publish(self, event: Event) -> None: ...
-    def subscribe(self, listener: Listener) -> Callable[[], None]: ...
+    def subscribe(
+        self, listener: Listener, wants: Interest | None = None
+    ) -> Callable[[], None]: ...
 
 
 class _Fanout:
     def __init__(self) -> None:
-        self._listeners: list[Listener] = []
+        self._listeners: list[tuple[Listener, Interest | None]] = []
 
-    def subscribe(self, listener: Listener) -> Callable[[], None]:
-        self._listeners.append(listener)
+    def subscribe(self, listener: Listener, wants: Interest | None = None) -> Callable[[], None]:
+        entry = (listener, wants)
+        self._listeners.append(entry)
 
         def unsubscribe() -> None:
             with contextlib.suppress(ValueError):
-                self._listeners.remove(listener)
+                self._listeners.remove(entry)
 
         return unsubscribe
 
     def deliver(self, event: Event) -> None:
-        for listener in tuple(self._listeners):
+        ids = (event.workflow_id, event.execution_id, event.agent_id)
+        for listener, wants in tuple(self._listeners):
             try:
-                listener(event)
+                if wants is None or wants(*ids):
+                    listener(event)
             except Exception:
                 log.exception("event listener failed on %s", event.type)
+
+    def wanted(
+        self, workflow_id: int | None, execution_id: int | None, agent_id: int | None
+    ) -> bool:
+        """Whether some listener may want an event of these ids."""
+        return any(
+            wants is None or wants(workflow_id, execution_id, agent_id)
+            for _, wants in self._listeners
+        )
 
 
 class InMemoryBus(_Fanout):
@@ -77,8 +95,9 @@ class RedisBus(_Fanout):
     channel for the other processes of the same deployment.
 
     Local delivery never depends on Redis: local WebSocket and SSE clients and the dispatcher's
-    cancel listener see this process's events even while Redis is frozen or gone. Each message
-    carries the publishing process's id, so a reader skips what its own process published.
+    cancel listener see this process's events even while Redis is frozen or gone. A message
+    carries the events the outbox sent together, in order, and the publishing process's id, so
+    a reader skips what its own process published.
 
     Control events (cancel, pause) also go to `control_channel`. A `control_only` bus (a queue
     worker's) listens there alone: it has no client to show the other processes' events to, and
@@ -149,14 +168,21 @@ class RedisBus(_Fanout):
         self.outbox.offer(event)
 
     async def _send(self, events: list[Event]) -> None:
-        """One round trip for the batch (a pipeline, not a transaction)."""
+        """One round trip for the batch, and one message: what the outbox drained together
+        crosses as one JSON array, in order (per message, Redis fans out and every reader
+        parses once: a run's events cost the other processes one parse per batch, not one per
+        event). Control events also go to the control channel, together in one message."""
+        wire = [event.to_json_dict() for event in events]
         async with self._redis.pipeline(transaction=False) as pipe:
-            for event in events:
-                message = json.dumps({"origin": self.origin, "event": event.to_json_dict()})
-                if self.control_channel is not None and event.type in CONTROL_EVENTS:
-                    pipe.publish(self.control_channel, message)
-                pipe.publish(self.channel, message)
+            if self.control_channel is not None:
+                control = [w for w, e in zip(wire, events, strict=True) if e.type in CONTROL_EVENTS]
+                if control:
+                    pipe.publish(self.control_channel, self._message(control))
+            pipe.publish(self.channel, self._message(wire))
             await pipe.execute()
+
+    def _message(self, events: list[dict[str, object]]) -> str:
+        return json.dumps({"origin": self.origin, "events": events})
 
     async def _ping(self) -> None:
         await self._redis.ping()
@@ -165,7 +191,9 @@ class RedisBus(_Fanout):
         message = json.loads(data)
         if message.get("origin") == self.origin:
             return
-        self.deliver(Event.from_json_dict(message["event"]))
+        for raw in message["events"]:
+            if self.wanted(raw["workflow_id"], raw["execution_id"], raw["agent_id"]):
+                self.deliver(Event.from_json_dict(raw))
 
     async def _read(self) -> None:
         failing = False

@@ -81,7 +81,7 @@ class Hub:
         self._unsubscribe: Callable[[], None] | None = None
 
     def start(self) -> None:
-        self._unsubscribe = self._bus.subscribe(self._deliver)
+        self._unsubscribe = self._bus.subscribe(self._deliver, wants=self._watched)
 
     def stop(self) -> None:
         if self._unsubscribe:
@@ -115,6 +115,18 @@ class Hub:
     @property
     def connection_count(self) -> int:
         return len(self._connections)
+
+    def _watched(
+        self, workflow_id: int | None, execution_id: int | None, agent_id: int | None
+    ) -> bool:
+        """Whether a connection here subscribed to any of these ids (the bus asks before it
+        decodes another process's event)."""
+        index = self._index
+        return bool(index) and (
+            ("execution", execution_id) in index
+            or ("workflow", workflow_id) in index
+            or ("agent", agent_id) in index
+        )
 
     def _recipients(self, event: Event) -> list[Connection]:
         keys: list[Key] = []

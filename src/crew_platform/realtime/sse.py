@@ -91,7 +91,7 @@ async def execution_events(
 
     subscription = _LiveEvents(execution_id, stream)
     bus = request.app.state.bus
-    unsubscribe = bus.subscribe(subscription.offer)
+    unsubscribe = bus.subscribe(subscription.offer, wants=subscription.watches)
     sessions = request.app.state.sessionmaker
 
     async def catch_up(after: int) -> tuple[list[ExecutionLog], str | None]:
@@ -152,6 +152,11 @@ class _LiveEvents:
         self.stream = stream
         self.queue: asyncio.Queue[Event] = asyncio.Queue(LIVE_QUEUE_SIZE)
         self.behind = False
+
+    def watches(
+        self, workflow_id: int | None, execution_id: int | None, _agent: int | None
+    ) -> bool:
+        return execution_id == self.execution_id
 
     def offer(self, event: Event) -> None:
         if self.behind or event.execution_id != self.execution_id:
