@@ -26,7 +26,7 @@ from crew_platform.engine.review import Review, Reviews
 from crew_platform.engine.rules import Intent, Kind, move
 from crew_platform.engine.scheduler import StepResult
 from crew_platform.engine.states import TaskRunStatus as TS
-from crew_platform.engine.tool_calls import StoredCallLog, carry_over
+from crew_platform.engine.tool_calls import StoredCallLog, carry_over, own_calls
 from crew_platform.engine.tool_loop import CallRecord, ToolLoop
 from crew_platform.errors import PlatformError
 from crew_platform.events.bus import EventBus
@@ -263,7 +263,7 @@ class Step:
                 rules,
                 specs=delegations.specs if delegations else await self._loop.tools_of(agent),
                 calls=calls,
-                replay=run.replay,
+                replay=own_calls(run.replay),
                 on_chunk=publish_chunk,
                 on_fallback=record_fallback,
                 notify=self._recorder(state, run, spec.name),
@@ -286,7 +286,10 @@ class Step:
             self._lane,
             self._bus,
             state.crew,
+            execution_id=state.execution_id,
+            task_run_id=run.id,
             task_id=run.task_id,
+            owner=self._owner,
             chunk_seq=run.started_seq,
             event=lambda kind, agent_id, data, seq=None: event_of(
                 state,

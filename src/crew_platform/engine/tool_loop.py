@@ -54,6 +54,9 @@ class CallRecord:
     result: str | None = None
     """What the model is given back: the result or the error text; None until it returned."""
     failed: bool = False
+    delegation: tuple[int, int] | None = None
+    """For a coworker's call inside a delegation (as stored): the `iteration` and `position`
+    of that delegation call in the manager's step. None for a step's own calls."""
 
 
 LocalTool = Callable[[CallRecord, dict[str, Any]], Awaitable[str]]
