@@ -17,7 +17,8 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from crew_platform.engine.answer import Answer, AnswerRules, Notify, answer_task
+from crew_platform.engine.answer import Answer, AnswerRules, answer_task
+from crew_platform.engine.answer_log import StoredAnswers, carry_answers
 from crew_platform.engine.delegation import Delegations
 from crew_platform.engine.journal import Journal, publish
 from crew_platform.engine.lane import StoreLane
@@ -59,6 +60,8 @@ class OpenRun:
     """The model being called: the agent's, until a fallback replaces it."""
     review: Review | None = None
     """Set for a task whose answer a person reviews (`review.py`)."""
+    answers: list[dict[str, Any]] = field(default_factory=list)
+    """The answers an interrupted earlier attempt kept (see `answer_log.carry_answers`)."""
 
 
 def event_of(
@@ -152,6 +155,7 @@ class Step:
             context_ids = state.context_ids(task_id)
             run_id = None
             replay: list[CallRecord] = []
+            answers: list[dict[str, Any]] = []
             if spec is not None:
                 run_id = await insert_run(
                     journal,
@@ -172,6 +176,13 @@ class Step:
                     attempt=attempt,
                     task_run_id=run_id,
                 )
+                answers = await carry_answers(
+                    conn,
+                    execution_id=state.execution_id,
+                    task_id=task_id,
+                    attempt=attempt,
+                    task_run_id=run_id,
+                )
             if run_id is None:
                 await journal.rollback()
             else:
@@ -180,7 +191,16 @@ class Step:
             return await self._task_gone(state, task_id)
         state.attempts[task_id] = attempt
         return OpenRun(
-            run_id, task_id, agent_id, attempt, started.seq, values, context_ids, replay, model
+            run_id,
+            task_id,
+            agent_id,
+            attempt,
+            started.seq,
+            values,
+            context_ids,
+            replay,
+            model,
+            answers=answers,
         )
 
     async def _call(self, state: RunState, run: OpenRun) -> Answer | str:
@@ -266,7 +286,22 @@ class Step:
                 replay=own_calls(run.replay),
                 on_chunk=publish_chunk,
                 on_fallback=record_fallback,
-                notify=self._recorder(state, run, spec.name),
+                log=StoredAnswers(
+                    self._lane,
+                    self._bus,
+                    task_run_id=run.id,
+                    owner=self._owner,
+                    kept=run.answers,
+                    event=lambda kind, data: event_of(
+                        state,
+                        kind,
+                        task_id=run.task_id,
+                        agent_id=run.agent_id,
+                        status=TS.RUNNING,
+                        data=data,
+                    ),
+                    where=f"Task {run.task_id} ({spec.name})",
+                ),
                 local=delegations.handlers if delegations else None,
             )
         except PlatformError as exc:
@@ -324,25 +359,6 @@ class Step:
                 f"going on with {change.to_model}",
             )
             await journal.commit()
-
-    def _recorder(self, state: RunState, run: OpenRun, name: str) -> Notify:
-        """Records an event of the open run (and its log line) in a commit of its own."""
-
-        async def record(kind: EventType, data: dict[str, Any], message: str) -> None:
-            event = event_of(
-                state,
-                kind,
-                task_id=run.task_id,
-                agent_id=run.agent_id,
-                status=TS.RUNNING,
-                data=data,
-            )
-            async with self._lane.connect() as conn:
-                journal = Journal(conn, self._bus)
-                await journal.record(event, f"Task {run.task_id} ({name}): {message}")
-                await journal.commit()
-
-        return record
 
     async def _store(
         self, state: RunState, run: OpenRun, answer: Answer, elapsed: float

@@ -161,6 +161,10 @@ class TaskRun(Base):
     error: Mapped[str | None] = mapped_column(Text)
     feedback: Mapped[str | None] = mapped_column(Text)
     """What the reviewer answered to this run's draft (status `changes_requested`)."""
+    answer_log: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, deferred=True)
+    """The model's answers after the tool loop (the answer a guardrail judges, the judge's
+    verdicts, revisions) and the events between them, in order, as far as they were stored
+    before a later model call: a resumed attempt goes on from them (`engine/answer_log.py`)."""
     tokens_used: Mapped[int] = mapped_column(Integer, default=0)
     execution_time: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -1,4 +1,4 @@
-"""durable delegations: a coworker's tool calls are stored
+"""durable delegations: a coworker's tool calls and a step's judged answers are stored
 
 Revision ID: 0010
 Revises: 0009
@@ -31,9 +31,13 @@ def upgrade() -> None:
             'uq_tool_calls_turn',
             ['task_run_id', 'delegation_iteration', 'delegation_position', 'iteration', 'position'],
         )
+    with op.batch_alter_table('task_runs', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('answer_log', sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('task_runs', schema=None) as batch_op:
+        batch_op.drop_column('answer_log')
     # A coworker's calls cannot be told apart from the run's own without these columns.
     op.execute('DELETE FROM tool_calls WHERE delegation_iteration <> 0')
     with op.batch_alter_table('tool_calls', schema=None) as batch_op:
