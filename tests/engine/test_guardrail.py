@@ -220,11 +220,12 @@ async def test_a_revision_is_held_to_the_output_schema_before_it_is_judged(
     assert [e["data"]["attempt"] for e in invalid] == [2]
 
 
-async def test_a_restart_while_the_judge_answers_runs_the_task_again(
+async def test_a_restart_while_the_judge_answers_judges_the_same_answer_again(
     settings: Settings, stub: StubServer
 ) -> None:
-    """Nothing of an unfinished step is kept but its tool calls: the resumed run answers and
-    is judged again, and completes."""
+    """The answer being judged is kept in the task run before the judge is asked: the resumed
+    run asks the judge again about it, not the agent for a new one (see
+    `test_guardrail_durability.py` for a SIGKILL)."""
     stub.script(
         for_task("T", content="First."),
         verdict(True, gate="judge"),
@@ -238,7 +239,11 @@ async def test_a_restart_while_the_judge_answers_runs_the_task_again(
     async with running_app(settings) as (_, http):
         done = await wait_for_status(http, started["id"], "completed", "failed")
         assert done["status"] == "completed", done
-        assert done["output_data"]["tasks"][str(task["id"])] == "Second."
+        assert done["output_data"]["tasks"][str(task["id"])] == "First."
         interrupted, resumed = reversed(await runs_of(http, task["id"]))
         assert (interrupted["status"], resumed["status"]) == ("cancelled", "completed")
         assert resumed["attempt"] == 2
+        assert resumed["tokens_used"] > 0
+    answers = [r for r in stub.requests if r not in judge_calls(stub)]
+    assert len(answers) == 1 and len(judge_calls(stub)) == 2
+    assert "First." in user_prompt(judge_calls(stub)[-1])

@@ -397,7 +397,7 @@ async def test_a_coworker_uses_its_own_tools_but_cannot_delegate_back(
     assert tool_messages(second) == ["5", refused]
     assert len(of_role(stub, MANAGER_ROLE)) == 2  # nobody delegated back to the manager
     # The coworker's tool calls are events of the task, carrying the coworker's agent id and
-    # the delegation they belong to; the run's stored calls are the manager's only.
+    # the delegation they belong to; they are stored with the run, after their delegation.
     calculator = agents["Calculator"]["id"]
     nested = [
         (e.type.value, e.data["call_id"], e.agent_id, e.data["delegation_call_id"])
@@ -417,7 +417,15 @@ async def test_a_coworker_uses_its_own_tools_but_cannot_delegate_back(
         ("c2", "m1"),
     ]
     (run_row,) = await runs_of(client, tasks["Sum"]["id"])
-    assert [c["call_id"] for c in run_row["tool_calls"]] == ["m1"]
+    stored = [
+        (c["call_id"], c["status"], c["iteration"], c["delegation_call_id"])
+        for c in run_row["tool_calls"]
+    ]
+    assert stored == [
+        ("m1", "completed", 1, None),
+        ("c1", "completed", 1, "m1"),
+        ("c2", "failed", 1, "m1"),
+    ]
 
 
 async def test_a_coworker_whose_model_fails_is_reported_to_the_manager(

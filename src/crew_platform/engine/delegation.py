@@ -7,20 +7,23 @@ the engine answers them itself: a call runs the named coworker as a nested step 
 tool loop, with the coworker's own tools and never the delegation tools (a coworker cannot
 delegate back), and the coworker's final answer is the call's result.
 
-A coworker's own tool calls and streamed text are published as events carrying its agent id,
-but are not stored one by one: a delegation interrupted by a crash runs again whole.
+A coworker's own tool calls are stored as a step's are (`tool_calls.StoredCallLog`), as rows of
+the manager's task run marked with their delegation call, and their events carry the coworker's
+agent id and `delegation_call_id`. A delegation interrupted by a crash runs again with them as
+its replay: the coworker's finished tool calls are not made again, nor the model answers that
+asked for them; its model call in flight is. Its streamed text is published, not stored.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from crew_platform.engine.journal import Journal, publish
 from crew_platform.engine.lane import StoreLane
-from crew_platform.engine.tool_calls import cut, finished_event, started_event
+from crew_platform.engine.tool_calls import StoredCallLog, cut
 from crew_platform.engine.tool_loop import CallRecord, LocalTool, ToolLoop
 from crew_platform.errors import PlatformError
 from crew_platform.events.bus import EventBus
@@ -135,18 +138,26 @@ class Delegations:
         bus: EventBus,
         crew: Crew,
         *,
+        execution_id: int,
+        task_run_id: int,
         task_id: int,
+        owner: str,
         chunk_seq: int | None,
         event: EventMaker,
         replay: Sequence[CallRecord] = (),
     ) -> None:
         """`chunk_seq`: the seq the coworkers' `task_output_chunk` events carry (that of the
-        task's `task_started`). `replay`: the calls an interrupted attempt recorded."""
+        task's `task_started`). `replay`: the calls an interrupted attempt recorded, the
+        manager's and its coworkers'. `owner`: the process that must hold the execution's
+        lease for a coworker's tool call to be recorded."""
         self._loop = loop
         self._lane = lane
         self._bus = bus
         self._crew = crew
+        self._execution_id = execution_id
+        self._task_run_id = task_run_id
         self._task_id = task_id
+        self._owner = owner
         self._chunk_seq = chunk_seq
         self._event = event
         self._admitted: dict[tuple[int, int], bool] = {}
@@ -154,8 +165,12 @@ class Delegations:
         self.prompt_tokens = 0
         self.completion_tokens = 0
         """The coworkers' token counts (the task's tokens include its delegations)."""
+        self._nested: dict[tuple[int, int], list[CallRecord]] = {}
+        """The coworkers' recorded calls, by the delegation call they belong to."""
         for call in replay:
-            if call.tool in _REQUEST_FIELD:
+            if call.delegation is not None:
+                self._nested.setdefault(call.delegation, []).append(call)
+            elif call.tool in _REQUEST_FIELD:
                 self._admit_replayed(call)
 
     @property
@@ -242,9 +257,17 @@ class Delegations:
                 coworker,
                 messages(coworker, prompt),
                 specs=await self._loop.tools_of(coworker),
-                calls=_CoworkerCalls(
-                    self._record, self._nested_event(coworker, call.call_id), self._task_id
+                calls=StoredCallLog(
+                    self._lane,
+                    self._bus,
+                    execution_id=self._execution_id,
+                    task_run_id=self._task_run_id,
+                    task_id=self._task_id,
+                    owner=self._owner,
+                    event=self._nested_event(coworker, call.call_id),
+                    delegation=call,
                 ),
+                replay=self._nested.get((call.iteration, call.position), ()),
                 on_chunk=self._chunks(coworker, call.call_id),
                 on_fallback=self._fallback_sink(coworker, call.call_id),
             )
@@ -324,24 +347,3 @@ class Delegations:
             journal = Journal(conn, self._bus)
             await journal.record_all(events)
             await journal.commit()
-
-
-class _CoworkerCalls:
-    """A coworker's tool calls inside a delegation: published and logged as events, not stored
-    as rows (the delegation is the unit that is stored and replayed)."""
-
-    def __init__(
-        self,
-        record: Callable[..., Awaitable[None]],
-        event: Callable[..., Event],
-        task_id: int,
-    ) -> None:
-        self._record = record
-        self._event = event
-        self._task_id = task_id
-
-    async def started(self, calls: Sequence[CallRecord]) -> None:
-        await self._record(*(started_event(c, self._task_id, self._event) for c in calls))
-
-    async def finished(self, call: CallRecord) -> None:
-        await self._record(finished_event(call, self._event))

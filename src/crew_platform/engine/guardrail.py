@@ -2,6 +2,8 @@
 
 The judge is the agent's own model, held to a fixed verdict schema through `response_format`,
 with a fixed prompt of its own (not the agent's persona): it only judges, it never rewrites.
+The call (`judge`) and the reading of its answer (`verdict_of`) are apart, so a step that stored
+a verdict reads it again without asking the judge again (`answer.py`).
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ JUDGE_REQUEST = "Check this answer against the instruction."
 class Verdict:
     passed: bool
     reason: str
-    completion: Completion
     readable: bool = True
 
 
@@ -48,20 +49,25 @@ async def judge(
     task: str,
     answer: str,
     on_fallback: FallbackSink | None = None,
-) -> Verdict:
+) -> Completion:
+    """The judge's answer about `answer` (read it with `verdict_of`)."""
     request = (
         f"{JUDGE_REQUEST}\n\nInstruction: {instruction}\n\nThe task was: {task}\n\n"
         f"The answer:\n{answer}"
     )
-    completion = await loop.run(
+    return await loop.run(
         agent,
         [{"role": "system", "content": JUDGE_SYSTEM}, {"role": "user", "content": request}],
         response_format=response_format(VERDICT_NAME, VERDICT_SCHEMA),
         on_fallback=on_fallback,
     )
-    parsed = parse_answer(completion.text, VERDICT_SCHEMA)
+
+
+def verdict_of(text: str) -> Verdict:
+    """The verdict a judge's answer gives (an unreadable answer fails, without retries)."""
+    parsed = parse_answer(text, VERDICT_SCHEMA)
     if parsed.value is None:
-        preview = json.dumps(completion.text[:200], ensure_ascii=False)
+        preview = json.dumps(text[:200], ensure_ascii=False)
         reason = f"the judge gave no readable verdict ({parsed.problem}): {preview}"
-        return Verdict(False, reason, completion, readable=False)
-    return Verdict(bool(parsed.value["pass"]), str(parsed.value["reason"]), completion)
+        return Verdict(False, reason, readable=False)
+    return Verdict(bool(parsed.value["pass"]), str(parsed.value["reason"]))

@@ -23,7 +23,8 @@ from typing import Any, TypeVar
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from crew_platform.engine.answer import Answer, AnswerRules, Notify, answer_task
+from crew_platform.engine.answer import Answer, AnswerRules, answer_task
+from crew_platform.engine.answer_log import StoredAnswers, carry_answers
 from crew_platform.engine.delegation import Delegations
 from crew_platform.engine.group import GroupCommit
 from crew_platform.engine.journal import Journal, publish
@@ -33,7 +34,7 @@ from crew_platform.engine.review import Review, Reviews
 from crew_platform.engine.rules import Intent, Kind, move
 from crew_platform.engine.scheduler import StepResult
 from crew_platform.engine.states import TaskRunStatus as TS
-from crew_platform.engine.tool_calls import StoredCallLog, carry_over
+from crew_platform.engine.tool_calls import StoredCallLog, carry_over, own_calls
 from crew_platform.engine.tool_loop import CallRecord, ToolLoop
 from crew_platform.errors import PlatformError
 from crew_platform.events.bus import EventBus
@@ -66,6 +67,8 @@ class OpenRun:
     """The model being called: the agent's, until a fallback replaces it."""
     review: Review | None = None
     """Set for a task whose answer a person reviews (`review.py`)."""
+    answers: list[dict[str, Any]] = field(default_factory=list)
+    """The answers an interrupted earlier attempt kept (see `answer_log.carry_answers`)."""
 
 
 def event_of(
@@ -180,6 +183,7 @@ class Step:
             context_ids = state.context_ids(task_id)
             run_id = None
             replay: list[CallRecord] = []
+            answers: list[dict[str, Any]] = []
             if spec is not None:
                 run_id = await insert_run(
                     journal,
@@ -202,8 +206,24 @@ class Step:
                     attempt=attempt,
                     task_run_id=run_id,
                 )
+                answers = await carry_answers(
+                    journal.session,
+                    execution_id=state.execution_id,
+                    task_id=task_id,
+                    attempt=attempt,
+                    task_run_id=run_id,
+                )
             return OpenRun(
-                run_id, task_id, agent_id, attempt, started.seq, values, context_ids, replay, model
+                run_id,
+                task_id,
+                agent_id,
+                attempt,
+                started.seq,
+                values,
+                context_ids,
+                replay,
+                model,
+                answers=answers,
             )
 
         try:
@@ -295,10 +315,25 @@ class Step:
                 rules,
                 specs=delegations.specs if delegations else await self._loop.tools_of(agent),
                 calls=calls,
-                replay=run.replay,
+                replay=own_calls(run.replay),
                 on_chunk=publish_chunk,
                 on_fallback=record_fallback,
-                notify=self._recorder(state, run, spec.name),
+                log=StoredAnswers(
+                    self._lane,
+                    self._bus,
+                    task_run_id=run.id,
+                    owner=self._owner,
+                    kept=run.answers,
+                    event=lambda kind, data: event_of(
+                        state,
+                        kind,
+                        task_id=run.task_id,
+                        agent_id=run.agent_id,
+                        status=TS.RUNNING,
+                        data=data,
+                    ),
+                    where=f"Task {run.task_id} ({spec.name})",
+                ),
                 local=delegations.handlers if delegations else None,
             )
         except PlatformError as exc:
@@ -318,7 +353,10 @@ class Step:
             self._lane,
             self._bus,
             state.crew,
+            execution_id=state.execution_id,
+            task_run_id=run.id,
             task_id=run.task_id,
+            owner=self._owner,
             chunk_seq=run.started_seq,
             event=lambda kind, agent_id, data, seq=None: event_of(
                 state,
@@ -353,25 +391,6 @@ class Step:
                 f"going on with {change.to_model}",
             )
             await journal.commit()
-
-    def _recorder(self, state: RunState, run: OpenRun, name: str) -> Notify:
-        """Records an event of the open run (and its log line) in a commit of its own."""
-
-        async def record(kind: EventType, data: dict[str, Any], message: str) -> None:
-            event = event_of(
-                state,
-                kind,
-                task_id=run.task_id,
-                agent_id=run.agent_id,
-                status=TS.RUNNING,
-                data=data,
-            )
-            async with self._lane.connect() as conn:
-                journal = Journal(conn, self._bus)
-                await journal.record(event, f"Task {run.task_id} ({name}): {message}")
-                await journal.commit()
-
-        return record
 
     async def _store(
         self, state: RunState, run: OpenRun, answer: Answer, elapsed: float

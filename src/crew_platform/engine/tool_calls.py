@@ -5,6 +5,10 @@ A call is a `tool_calls` row of its task run plus a journalled event: first `run
 its result, in one commit with the results of the calls that returned with it. When a step
 is interrupted (the process died), the next attempt of the task copies the calls that had a
 result into its own run (they are never run again) and runs again those left `running`.
+
+A coworker's calls inside a delegation of a hierarchical run are rows of the manager's task run
+marked with their delegation call (`delegation_iteration`, `delegation_position`): carried over
+the same way, and given back to that delegation when it runs again.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ _FINISH_CALL = (
         _TOOL_CALLS.c.task_run_id == bindparam("b_run"),
         _TOOL_CALLS.c.iteration == bindparam("b_iteration"),
         _TOOL_CALLS.c.position == bindparam("b_position"),
+        _TOOL_CALLS.c.delegation_iteration == bindparam("b_d_iteration"),
+        _TOOL_CALLS.c.delegation_position == bindparam("b_d_position"),
     )
     .values(
         status=bindparam("b_status"),
@@ -90,9 +96,11 @@ class StoredCallLog:
         task_id: int,
         owner: str,
         event: Callable[..., Event],
+        delegation: CallRecord | None = None,
     ) -> None:
         """`event(kind, data=...)` makes an event of this task run; `owner` is the process
-        that must hold the execution's lease for anything to be recorded."""
+        that must hold the execution's lease for anything to be recorded. `delegation`: the
+        manager's delegation call whose coworker makes these calls (None: the run's own)."""
         self._lane = lane
         self._bus = bus
         self._execution_id = execution_id
@@ -100,6 +108,15 @@ class StoredCallLog:
         self._task_id = task_id
         self._owner = owner
         self._event = event
+        self._delegation: dict[str, Any] = (
+            {"delegation_iteration": 0, "delegation_position": 0, "delegation_call_id": None}
+            if delegation is None
+            else {
+                "delegation_iteration": delegation.iteration,
+                "delegation_position": delegation.position,
+                "delegation_call_id": delegation.call_id,
+            }
+        )
         self._returned: list[CallRecord] = []
         """Calls that returned and wait for their commit."""
         self._writing = asyncio.Lock()
@@ -124,6 +141,7 @@ class StoredCallLog:
                         "status": RUNNING,
                         "started_at": now,
                     }
+                    | self._delegation
                     for c in calls
                 ],
             )
@@ -157,6 +175,8 @@ class StoredCallLog:
                         "b_result": c.result or "",
                         "b_error": (c.result or "") if c.failed else None,
                         "b_completed_at": now,
+                        "b_d_iteration": self._delegation["delegation_iteration"],
+                        "b_d_position": self._delegation["delegation_position"],
                     }
                     for c in batch
                 ],
@@ -168,7 +188,8 @@ class StoredCallLog:
 async def carry_over(
     writer: Writer, *, execution_id: int, task_id: int, attempt: int, task_run_id: int
 ) -> list[CallRecord]:
-    """The calls the interrupted attempt before `attempt` recorded, in order; those with a
+    """The calls the interrupted attempt before `attempt` recorded, in order (the step's own
+    first, then its coworkers' by delegation, see `own_calls`); those with a
     result are copied into run `task_run_id` (in the caller's transaction), those without are
     returned unfinished, to run again. Nothing when the previous attempt was not interrupted
     (a retry after a failure starts afresh)."""
@@ -188,7 +209,12 @@ async def carry_over(
         await writer.execute(
             select(table)
             .where(table.c.task_run_id == previous)
-            .order_by(table.c.iteration, table.c.position)
+            .order_by(
+                table.c.delegation_iteration,
+                table.c.delegation_position,
+                table.c.iteration,
+                table.c.position,
+            )
         )
     ).mappings()
     records: list[CallRecord] = []
@@ -205,6 +231,11 @@ async def carry_over(
                 assistant_content=row["assistant_content"],
                 result=row["result"] if finished else None,
                 failed=row["status"] == FAILED,
+                delegation=(
+                    (row["delegation_iteration"], row["delegation_position"])
+                    if row["delegation_iteration"]
+                    else None
+                ),
             )
         )
         if finished:
@@ -214,6 +245,11 @@ async def carry_over(
     if copies:
         await writer.execute(_INSERT_CALLS, copies)
     return records
+
+
+def own_calls(records: Sequence[CallRecord]) -> list[CallRecord]:
+    """The step's own calls among carried-over `records` (not a coworker's)."""
+    return [c for c in records if c.delegation is None]
 
 
 async def cancel_running_calls(writer: Writer, execution_id: int) -> None:

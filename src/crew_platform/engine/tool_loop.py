@@ -9,7 +9,10 @@ more, without tools, for its final answer.
 Persistence is not the loop's business: a `CallLog` is told of each call before it runs and
 when it returns (the engine stores them; the agent test endpoint keeps nothing). A resumed step
 passes the calls an interrupted attempt recorded as `replay`: those with a result are not run
-again, their results go back into the conversation as they were.
+again, their results go back into the conversation as they were. The model answers that asked
+for them are not asked again either: the recorded calls stand for them; the model call that was
+in flight (after the last calls returned) is made again, unless its answer was stored too
+(`answered`).
 """
 
 from __future__ import annotations
@@ -54,6 +57,9 @@ class CallRecord:
     result: str | None = None
     """What the model is given back: the result or the error text; None until it returned."""
     failed: bool = False
+    delegation: tuple[int, int] | None = None
+    """For a coworker's call inside a delegation (as stored): the `iteration` and `position`
+    of that delegation call in the manager's step. None for a step's own calls."""
 
 
 LocalTool = Callable[[CallRecord, dict[str, Any]], Awaitable[str]]
@@ -144,6 +150,7 @@ class ToolLoop:
         response_format: Mapping[str, Any] | None = None,
         transcript: list[Mapping[str, Any]] | None = None,
         local: Mapping[str, LocalTool] | None = None,
+        answered: Completion | None = None,
     ) -> Completion:
         """The step's final answer, with the tokens of every model call it took and the model
         that gave it (a fallback of the agent's when that is not served: `on_fallback` hears
@@ -152,7 +159,9 @@ class ToolLoop:
         `response_format` goes with the calls made without tools only: tools come first, the
         formatted answer last. `transcript`, when given, receives the messages of the last
         call (the conversation with every tool call and result), so a caller can go on from it.
-        `local`: the tools of `specs` the engine answers itself, by name.
+        `local`: the tools of `specs` the engine answers itself, by name. `answered`: the final
+        answer an interrupted attempt stored after `replay`; it is returned (with `transcript`
+        filled as the model had it) without a model call.
         """
         calls = calls or NoCallLog()
         by_model_name = {to_model_name(s.name): s.name for s in specs}
@@ -163,6 +172,12 @@ class ToolLoop:
         for _, replayed in groupby(replay, key=lambda c: c.iteration):
             await self._answer(list(replayed), messages, calls, tools, replayed=True)
         iteration = replay[-1].iteration if replay else 0
+        if answered is not None:
+            if offered and iteration >= agent.max_iter:
+                messages.append({"role": "system", "content": FINAL_ANSWER_NUDGE})
+            if transcript is not None:
+                transcript.extend(messages)
+            return answered
         models = self._gateway.fallbacks.chain(agent.model, agent.fallback_models)
 
         async def ask(tools: Sequence[Mapping[str, Any]]) -> Completion:

@@ -90,7 +90,8 @@ async def task_runs(
 
 
 async def tool_calls_of(session: AsyncSession, run_ids: Sequence[int]) -> dict[int, list[ToolCall]]:
-    """The tool calls of these task runs, by run, in the order the model asked for them."""
+    """The tool calls of these task runs, by run, in the order the model asked for them; a
+    coworker's calls inside a delegation follow that delegation call."""
     calls: dict[int, list[ToolCall]] = {}
     if run_ids:
         rows = await session.scalars(
@@ -98,9 +99,23 @@ async def tool_calls_of(session: AsyncSession, run_ids: Sequence[int]) -> dict[i
             .where(ToolCall.task_run_id.in_(run_ids))
             .order_by(ToolCall.task_run_id, ToolCall.iteration, ToolCall.position)
         )
-        for call in rows:
+        for call in sorted(rows, key=_listed_order):
             calls.setdefault(call.task_run_id, []).append(call)
     return calls
+
+
+def _listed_order(call: ToolCall) -> tuple[int, ...]:
+    """A run's own calls by (iteration, position); a coworker's right after its delegation."""
+    if not call.delegation_iteration:
+        return (call.task_run_id, call.iteration, call.position, 0, 0, 0)
+    return (
+        call.task_run_id,
+        call.delegation_iteration,
+        call.delegation_position,
+        1,
+        call.iteration,
+        call.position,
+    )
 
 
 async def execution_logs(

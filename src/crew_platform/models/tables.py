@@ -161,6 +161,10 @@ class TaskRun(Base):
     error: Mapped[str | None] = mapped_column(Text)
     feedback: Mapped[str | None] = mapped_column(Text)
     """What the reviewer answered to this run's draft (status `changes_requested`)."""
+    answer_log: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, deferred=True)
+    """The model's answers after the tool loop (the answer a guardrail judges, the judge's
+    verdicts, revisions) and the events between them, in order, as far as they were stored
+    before a later model call: a resumed attempt goes on from them (`engine/answer_log.py`)."""
     tokens_used: Mapped[int] = mapped_column(Integer, default=0)
     execution_time: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
@@ -225,11 +229,19 @@ class McpServer(TimestampMixin, Base):
 class ToolCall(Base):
     """One tool call of one model answer inside a task run: recorded before it runs and when
     it returns, so a resumed step replays the conversation and never calls a finished tool
-    again."""
+    again. A coworker's call inside a delegation of a hierarchical run is a row of the manager's
+    task run too, marked with the delegation call it belongs to."""
 
     __tablename__ = "tool_calls"
     __table_args__ = (
-        UniqueConstraint("task_run_id", "iteration", "position", name="uq_tool_calls_turn"),
+        UniqueConstraint(
+            "task_run_id",
+            "delegation_iteration",
+            "delegation_position",
+            "iteration",
+            "position",
+            name="uq_tool_calls_turn",
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -244,6 +256,13 @@ class ToolCall(Base):
     """Which model call of the step asked for it (1-based)."""
     position: Mapped[int] = mapped_column(Integer)
     """Its place among the calls of that model answer (0-based)."""
+    delegation_iteration: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """For a coworker's call inside a delegation: the `iteration` of that delegation call
+    (`delegate_work` or `ask_question`) in the run; 0 for the run's own calls."""
+    delegation_position: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """For a coworker's call: the `position` of its delegation call; 0 for the run's own."""
+    delegation_call_id: Mapped[str | None] = mapped_column(String(CALL_ID_LENGTH))
+    """For a coworker's call: the `call_id` of its delegation call (for readers)."""
     call_id: Mapped[str] = mapped_column(String(CALL_ID_LENGTH))
     tool: Mapped[str] = mapped_column(String(NAME_LENGTH))
     arguments: Mapped[str] = mapped_column(Text)

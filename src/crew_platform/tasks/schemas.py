@@ -172,6 +172,12 @@ class ToolCallRead(BaseModel):
     result: str | None = Field(description="What the model was given back (the error text too)")
     error: str | None
     iteration: int = Field(description="Which model call of the run asked for it (1-based)")
+    delegation_call_id: str | None = Field(
+        default=None,
+        description="For a coworker's call inside a delegation of a hierarchical run: the "
+        "`call_id` of that `delegate_work` or `ask_question` call (listed right after it); "
+        "null for the run's own calls",
+    )
     started_at: datetime
     completed_at: datetime | None
 
