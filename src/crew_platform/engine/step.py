@@ -278,6 +278,16 @@ class Step:
                 ),
             )
 
+        def run_event(kind: EventType, data: dict[str, Any]) -> Event:
+            return event_of(
+                state,
+                kind,
+                task_id=run.task_id,
+                agent_id=agent.agent_id,
+                status=TS.RUNNING,
+                data=data,
+            )
+
         calls = StoredCallLog(
             self._lane,
             self._bus,
@@ -285,14 +295,7 @@ class Step:
             task_run_id=run.id,
             task_id=run.task_id,
             owner=self._owner,
-            event=lambda kind, data: event_of(
-                state,
-                kind,
-                task_id=run.task_id,
-                agent_id=agent.agent_id,
-                status=TS.RUNNING,
-                data=data,
-            ),
+            event=run_event,
         )
 
         async def record_fallback(change: Fallback) -> None:
@@ -324,14 +327,7 @@ class Step:
                     task_run_id=run.id,
                     owner=self._owner,
                     kept=run.answers,
-                    event=lambda kind, data: event_of(
-                        state,
-                        kind,
-                        task_id=run.task_id,
-                        agent_id=run.agent_id,
-                        status=TS.RUNNING,
-                        data=data,
-                    ),
+                    event=run_event,
                     where=f"Task {run.task_id} ({spec.name})",
                 ),
                 local=delegations.handlers if delegations else None,
