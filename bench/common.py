@@ -13,7 +13,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib import metadata
@@ -345,19 +345,31 @@ def running(*processes: Stub | Server | Worker) -> Iterator[None]:
             process.stop()
 
 
-def migrate(database_url: str, workdir: Path) -> None:
-    env = {**os.environ, "DATABASE_URL": database_url}
+def migrate(database_url: str, workdir: Path, env: Mapping[str, str] | None = None) -> None:
+    """Run `crew-platform migrate` on the database; `env`: the process's environment (e.g. a
+    variant's PYTHONPATH, so that its own migrations run), the bench's by default."""
     done = subprocess.run(
         [sys.executable, "-m", "crew_platform.cli", "migrate"],
-        env=env,
+        env={**(os.environ if env is None else env), "DATABASE_URL": database_url},
         cwd=workdir,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
         check=False,
     )
     if done.returncode != 0:
         raise RuntimeError(f"migration failed: {done.stderr[-2000:]}")
+
+
+def variant_paths(specs: Sequence[str]) -> list[tuple[str, Path]]:
+    """The compare scripts' `name=path` arguments, paths resolved."""
+    pairs = []
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise SystemExit(f"a variant is name=path, not {spec!r}")
+        pairs.append((name, Path(path).resolve()))
+    return pairs
 
 
 # -- databases -------------------------------------------------------------------------------

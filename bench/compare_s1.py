@@ -121,17 +121,10 @@ class Variant:
 
 
 def _migrated(variant: Variant, url: str, workdir: Path) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "crew_platform.cli", "migrate"],
-        env=variant.env | {"DATABASE_URL": url},
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"{variant.name}: migration failed: {done.stderr[-2000:]}")
+    """The database migrated by the variant's own code (its migrations, not ours)."""
+    from bench.common import migrate
+
+    migrate(url, workdir, env=variant.env)
     return url
 
 
@@ -188,7 +181,7 @@ def _over_http(variant: Variant, stub: Any, url: str, workdir: Path, args: Any) 
 def main() -> None:
     import contextlib
 
-    from bench.common import Stub, median, postgres_database, temp_workdir
+    from bench.common import Stub, median, postgres_database, temp_workdir, variant_paths
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=4)
@@ -199,7 +192,7 @@ def main() -> None:
     parser.add_argument("--no-in-process", action="store_true")
     parser.add_argument("variants", nargs="+", help="name=DIR holding src/ and bench/")
     args = parser.parse_args()
-    variants = [Variant(n, Path(p).resolve()) for n, p in (v.split("=", 1) for v in args.variants)]
+    variants = [Variant(name, path) for name, path in variant_paths(args.variants)]
     workdir = temp_workdir()
     stub = Stub().start()
     ways = (

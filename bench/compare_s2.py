@@ -31,6 +31,7 @@ from bench.common import (
     migrate,
     postgres_database,
     temp_workdir,
+    variant_paths,
 )
 from bench.s2_concurrency import LATENCY, SERVER_ENV, TASKS, Point, _burst
 
@@ -53,7 +54,7 @@ def main() -> None:
     parser.add_argument("--langgraph", action="store_true")
     parser.add_argument("variants", nargs="+", help="name=path/to/src")
     args = parser.parse_args()
-    variants = [Variant(n, Path(p).resolve()) for n, p in (v.split("=", 1) for v in args.variants)]
+    variants = [Variant(name, path) for name, path in variant_paths(args.variants)]
     workdir = temp_workdir()
     stub = Stub().start()
     with contextlib.ExitStack() as stack:

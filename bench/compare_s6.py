@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from bench import peer_envs
@@ -34,6 +33,7 @@ from bench.common import (
     postgres_database,
     sqlite_url,
     temp_workdir,
+    variant_paths,
 )
 from bench.s6_tools import (
     PEER_DRIVERS,
@@ -65,13 +65,13 @@ def main() -> None:
     cpu_ms: dict[str, list[float]] = {}
     with contextlib.ExitStack() as stack:
         stack.callback(stub.stop)
-        for name, src in (v.split("=", 1) for v in args.variants):
+        for name, src in variant_paths(args.variants):
             if args.postgres:
                 url = stack.enter_context(postgres_database(ADMIN_URL, f"cmp6_{name}"))
             else:
                 url = sqlite_url(workdir, f"cmp6-{name}")
             migrate(url, workdir)
-            env = {"PYTHONPATH": str(Path(src).resolve())}
+            env = {"PYTHONPATH": str(src)}
             server = Server(url, stub, workdir, extra_env=env).start()
             stack.callback(server.stop)
             pids[name] = server.pid

@@ -22,7 +22,15 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.common import Context, Stub, median, migrate, postgres_database, temp_workdir
+from bench.common import (
+    Context,
+    Stub,
+    median,
+    migrate,
+    postgres_database,
+    temp_workdir,
+    variant_paths,
+)
 from bench.s2_concurrency import LATENCY, Point, _burst
 from bench.s9_scaleout import Deployment, processes_cpu
 
@@ -46,7 +54,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="0: the in-process server")
     parser.add_argument("variants", nargs="+", help="name=path/to/src")
     args = parser.parse_args()
-    variants = [Variant(n, Path(p).resolve()) for n, p in (v.split("=", 1) for v in args.variants)]
+    variants = [Variant(name, path) for name, path in variant_paths(args.variants)]
     workdir = temp_workdir()
     stub = Stub().start()
     ctx = Context(
