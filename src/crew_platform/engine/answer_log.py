@@ -18,8 +18,7 @@ from crew_platform.engine.answer import Note
 from crew_platform.engine.journal import Journal
 from crew_platform.engine.lane import StoreLane
 from crew_platform.engine.rules import Writer
-from crew_platform.engine.states import TaskRunStatus as TS
-from crew_platform.engine.tool_calls import INTERRUPTED
+from crew_platform.engine.tool_calls import interrupted_before
 from crew_platform.events.bus import EventBus
 from crew_platform.events.types import Event, EventType
 from crew_platform.models import TaskRun
@@ -74,13 +73,7 @@ async def carry_answers(
     the caller's transaction, so a second interruption keeps it too). Nothing when the previous
     attempt was not interrupted (a retry after a failure starts afresh)."""
     kept = await writer.scalar(
-        select(TaskRun.answer_log).where(
-            TaskRun.execution_id == execution_id,
-            TaskRun.task_id == task_id,
-            TaskRun.attempt == attempt - 1,
-            TaskRun.status == TS.CANCELLED.value,
-            TaskRun.error == INTERRUPTED,
-        )
+        select(TaskRun.answer_log).where(*interrupted_before(execution_id, task_id, attempt))
     )
     if not kept:
         return []

@@ -185,6 +185,18 @@ class StoredCallLog:
             await journal.commit()
 
 
+def interrupted_before(execution_id: int, task_id: int, attempt: int) -> tuple[Any, ...]:
+    """Conditions on `TaskRun` for the attempt before `attempt`, when a stop interrupted it
+    (what a resume carries over; a retry after a failure starts afresh)."""
+    return (
+        TaskRun.execution_id == execution_id,
+        TaskRun.task_id == task_id,
+        TaskRun.attempt == attempt - 1,
+        TaskRun.status == TS.CANCELLED.value,
+        TaskRun.error == INTERRUPTED,
+    )
+
+
 async def carry_over(
     writer: Writer, *, execution_id: int, task_id: int, attempt: int, task_run_id: int
 ) -> list[CallRecord]:
@@ -194,13 +206,7 @@ async def carry_over(
     returned unfinished, to run again. Nothing when the previous attempt was not interrupted
     (a retry after a failure starts afresh)."""
     previous = await writer.scalar(
-        select(TaskRun.id).where(
-            TaskRun.execution_id == execution_id,
-            TaskRun.task_id == task_id,
-            TaskRun.attempt == attempt - 1,
-            TaskRun.status == TS.CANCELLED.value,
-            TaskRun.error == INTERRUPTED,
-        )
+        select(TaskRun.id).where(*interrupted_before(execution_id, task_id, attempt))
     )
     if previous is None:
         return []
